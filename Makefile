@@ -1,0 +1,44 @@
+# Custody: the two commands a newcomer needs are `make demo` and `make test`.
+# Each creates .venv itself and installs what it needs (Debian packages via apt-get when missing).
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+EXTRAS  ?= agent,server,dev
+
+.PHONY: demo test lint typecheck bench crash-test fault-test system-deps venv clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project with all extras
+
+system-deps:  ## install the Debian packages the tests use (mosquitto, postgresql) when missing
+	@bash deploy/scripts/system-deps.sh
+
+demo: $(STAMP)  ## run the system on embedded defaults
+	$(BIN)/custody demo
+
+test: $(STAMP) system-deps  ## run the whole test suite (lint, types, unit and integration)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## run the benchmarks (figures go to bench/RESULTS.md by hand)
+	$(BIN)/python bench/protocol_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

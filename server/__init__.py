@@ -1,0 +1,1 @@
+"""Custody server: enrollment, ingest and verification, cases, audit, transparency log, dashboard."""

@@ -1,0 +1,136 @@
+"""Canonical JSON (RFC 8785, JCS) for every signed Custody message.
+
+Encoding goes through a fast path (the C ``json`` encoder with sorted keys and no spaces) that
+produces byte-identical JCS output for the value domain Custody messages use: ASCII keys,
+strings, booleans, null and integers within JSON's safe range; floats are not allowed at all.
+Anything outside that domain falls back to the ``rfc8785`` reference implementation. A
+property test pins the two to each other. The fast path matters: checking that received bytes
+are canonical is on the verification hot path (see bench/protocol_bench.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+from protocol.errors import EncodingError, LocalProtocolError
+
+#: Largest integer JCS can carry exactly (IEEE 754 double); times are milliseconds for this reason.
+MAX_SAFE_INT = 2**53 - 1
+
+#: Default upper bound for one message; envelopes are small (a manifest is about 700 bytes).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+JSONValue = Any  # JSON is recursive; mypy cannot express it usefully without a plugin.
+
+
+def _check_domain(value: object, path: str = "$") -> bool:
+    """Raise on values JCS must not carry; return True when the fast encoder is exact for ``value``."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise LocalProtocolError(f"integer at {path} is outside JSON's safe range")
+        return True
+    if isinstance(value, float):
+        raise LocalProtocolError(f"float at {path}: Custody messages carry integers only")
+    if isinstance(value, Mapping):
+        exact = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise LocalProtocolError(f"non-string key at {path}")
+            # Python sorts keys by code point, JCS by UTF-16 code unit: identical for ASCII keys.
+            exact = key.isascii() and _check_domain(item, f"{path}.{key}") and exact
+        return exact
+    if isinstance(value, list | tuple):
+        exact = True
+        for i, item in enumerate(value):
+            exact = _check_domain(item, f"{path}[{i}]") and exact
+        return exact
+    raise LocalProtocolError(f"value of type {type(value).__name__} at {path} is not JSON")
+
+
+def canonical_bytes(value: JSONValue) -> bytes:
+    """Encode ``value`` as RFC 8785 canonical JSON (UTF-8 bytes)."""
+    if _check_domain(value):
+        try:
+            return json.dumps(
+                value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates cannot be UTF-8
+            raise LocalProtocolError("string is not valid Unicode (lone surrogate)") from exc
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise LocalProtocolError(f"cannot canonicalize: {exc}") from exc
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise EncodingError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_float(text: str) -> Any:
+    raise EncodingError(f"number {text} is not an integer; Custody messages carry integers only")
+
+
+def _reject_constant(text: str) -> Any:
+    raise EncodingError(f"{text} is not JSON")
+
+
+def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Parse bytes that must be one canonical JSON object; raise :class:`EncodingError` otherwise."""
+    if len(data) > max_bytes:
+        raise EncodingError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", code="oversize")
+    if not data:
+        raise EncodingError("empty message", code="truncated")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"not UTF-8 at byte {exc.start}") from exc
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+        )
+    except json.JSONDecodeError as exc:
+        code = "truncated" if exc.pos >= len(text) - 1 and text[:1] in "{[" else "bad_encoding"
+        raise EncodingError(f"not JSON: {exc.msg} at offset {exc.pos}", code=code) from exc
+    if not isinstance(value, dict):
+        raise EncodingError("message is not a JSON object")
+    try:
+        canonical = canonical_bytes(value)
+    except LocalProtocolError as exc:  # out-of-range integer etc. is the peer's fault here
+        raise EncodingError(str(exc)) from exc
+    if canonical != data:
+        raise EncodingError("bytes are not in RFC 8785 canonical form", code="not_canonical")
+    return value
+
+
+def b64e(data: bytes) -> str:
+    """Base64url without padding, the text form of every binary field."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str, *, field: str = "value") -> bytes:
+    """Decode base64url without padding, strictly (one encoding per byte string)."""
+    if not isinstance(text, str) or "=" in text:
+        raise EncodingError(f"{field} is not unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise EncodingError(f"{field} is not base64url: {exc}") from exc
+    if b64e(raw) != text:
+        raise EncodingError(f"{field} is not in canonical base64url form")
+    return raw

@@ -28,6 +28,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 
 JSONValue = Any  # JSON is recursive; mypy cannot express it usefully without a plugin.
 
+# One encoder instance: json.dumps() with non-default options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def _check_domain(value: object, path: str = "$") -> bool:
     """Raise on values JCS must not carry; return True when the fast encoder is exact for ``value``."""
@@ -59,9 +62,7 @@ def canonical_bytes(value: JSONValue) -> bytes:
     """Encode ``value`` as RFC 8785 canonical JSON (UTF-8 bytes)."""
     if _check_domain(value):
         try:
-            return json.dumps(
-                value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode("utf-8")
+            return _ENCODER.encode(value).encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates cannot be UTF-8
             raise LocalProtocolError("string is not valid Unicode (lone surrogate)") from exc
     try:
@@ -87,6 +88,9 @@ def _reject_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+
+
 def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse bytes that must be one canonical JSON object; raise :class:`EncodingError` otherwise."""
     if len(data) > max_bytes:
@@ -98,24 +102,29 @@ def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     except UnicodeDecodeError as exc:
         raise EncodingError(f"not UTF-8 at byte {exc.start}") from exc
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_float=_reject_float,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         code = "truncated" if exc.pos >= len(text) - 1 and text[:1] in "{[" else "bad_encoding"
         raise EncodingError(f"not JSON: {exc.msg} at offset {exc.pos}", code=code) from exc
     if not isinstance(value, dict):
         raise EncodingError("message is not a JSON object")
+    # Fast canonical check: the C encoder with sorted keys is exact JCS for ASCII keys and the
+    # integer-only domain. Anything that differs takes the slow path for a precise verdict.
+    fast = _ENCODER.encode(value).encode("utf-8")
+    if fast != data:
+        _slow_canonical_check(text, data)
+    return value
+
+
+def _slow_canonical_check(text: str, data: bytes) -> None:
+    """Explain why ``data`` is not canonical, or accept it (non-ASCII key order, which JCS sorts by UTF-16)."""
+    value = json.loads(text, object_pairs_hook=_reject_duplicates)  # raises on a duplicate key
     try:
-        canonical = canonical_bytes(value)
-    except LocalProtocolError as exc:  # out-of-range integer etc. is the peer's fault here
-        raise EncodingError(str(exc)) from exc
+        canonical = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, ValueError) as exc:
+        raise EncodingError(f"cannot be canonical JSON: {exc}") from exc
     if canonical != data:
         raise EncodingError("bytes are not in RFC 8785 canonical form", code="not_canonical")
-    return value
 
 
 def b64e(data: bytes) -> str:
@@ -123,14 +132,22 @@ def b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def b64d(text: str, *, field: str = "value") -> bytes:
-    """Decode base64url without padding, strictly (one encoding per byte string)."""
-    if not isinstance(text, str) or "=" in text:
+    """Decode base64url without padding, strictly (exactly one encoding per byte string)."""
+    if not isinstance(text, str) or not text.isascii():
+        raise EncodingError(f"{field} is not unpadded base64url")
+    data = text.encode("ascii")
+    if b"=" in data or b"+" in data or b"/" in data:
         raise EncodingError(f"{field} is not unpadded base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = binascii.a2b_base64(data.translate(_FROM_URLSAFE) + b"=" * (-len(data) % 4), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise EncodingError(f"{field} is not base64url: {exc}") from exc
-    if b64e(raw) != text:
+    # Non-zero unused bits in the last character would give a second text for the same bytes.
+    tail = len(raw) % 3
+    if tail and b64e(raw[-tail:]) != text[-(tail + 1) :]:
         raise EncodingError(f"{field} is not in canonical base64url form")
     return raw

@@ -8,6 +8,7 @@ in by callers; this module never reads or writes a key file.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -44,6 +45,13 @@ def device_id_for(public_key: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").lower()
 
 
+@functools.lru_cache(maxsize=4096)
+def _loaded(raw: bytes) -> Ed25519PublicKey:
+    # Decoding the curve point costs more than a hash; a server verifies thousands of entries a
+    # second from a fleet of known keys, so keep the decoded keys.
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyKey:
     """A public key with its algorithm name."""
@@ -75,7 +83,7 @@ class VerifyKey:
     def verify(self, signature: bytes, message: bytes) -> None:
         """Raise :class:`SignatureError` unless ``signature`` is valid for ``message``."""
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+            _loaded(self.raw).verify(signature, message)
         except InvalidSignature:
             raise SignatureError(f"signature does not verify with key {self.key_id}") from None
 

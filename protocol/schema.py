@@ -12,7 +12,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self
 
 from protocol.canonical import DEFAULT_MAX_MESSAGE_BYTES, MAX_SAFE_INT, b64d, b64e, canonical_bytes, parse_canonical
@@ -135,11 +135,13 @@ class Message:
     PAYLOAD_TYPE: ClassVar[str] = ""
     #: The only ``v`` this build speaks.
     VERSION: ClassVar[int] = 1
-    _hints: ClassVar[dict[str, Any]]
 
     def __post_init__(self) -> None:
+        plan = _plan_of(type(self))
         try:
-            _check_types(self)
+            bad = plan.type_check(self)
+            if bad is not None:
+                raise Invalid(f"field {bad} must be {_describe(plan.hints[bad])}", "wrong_type")
             self._check()
         except Invalid as exc:
             raise LocalProtocolError(f"{type(self).__name__}: {exc}", code=exc.code) from None
@@ -151,37 +153,35 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object form (binary as base64url, nested messages as objects)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            out[f.name] = _to_json(getattr(self, f.name))
-        return out
+        return {key: _to_json(getattr(self, key)) for key in _plan_of(type(self)).hints}
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Self:
         """Build from a JSON object received from a peer; raise :class:`SchemaError` on any violation."""
         name = cls.__name__
-        if not isinstance(obj, Mapping):
+        if type(obj) is not dict and not isinstance(obj, Mapping):
             raise SchemaError(f"{name}: expected a JSON object", code="wrong_type")
-        hints = _hints_of(cls)
-        unknown = sorted(set(obj) - set(hints))
-        if unknown:
-            raise SchemaError(f"{name}: unknown field {', '.join(unknown)}", code="unknown_field")
-        missing = sorted(k for k in hints if k not in obj)
-        if missing:
+        plan = _plan_of(cls)
+        if obj.keys() != plan.names:
+            unknown = sorted(set(obj) - plan.names)
+            if unknown:
+                raise SchemaError(f"{name}: unknown field {', '.join(unknown)}", code="unknown_field")
+            missing = sorted(plan.names - set(obj))
             raise SchemaError(f"{name}: missing field {', '.join(missing)}", code="missing_field")
-        if "v" in hints and obj["v"] != cls.VERSION:
+        if "v" in plan.names and obj["v"] != cls.VERSION:
             raise SchemaError(
                 f"{name}: version {obj['v']!r} is not supported (this build speaks v{cls.VERSION})",
                 code="unsupported_version",
             )
-        kwargs: dict[str, Any] = {}
-        for key, hint in hints.items():
-            try:
-                kwargs[key] = _from_json(hint, obj[key], f"{key}")
-            except Invalid as exc:
-                raise SchemaError(f"{name}: {exc}", code=exc.code) from None
+        kwargs = dict(obj)
         try:
+            # Only binary, nested and list fields need converting; every other value is checked
+            # once, by __post_init__, when the instance is built.
+            for key, convert in plan.converters:
+                kwargs[key] = convert(kwargs[key], key)
             return cls(**kwargs)
+        except Invalid as exc:
+            raise SchemaError(f"{name}: {exc}", code=exc.code) from None
         except LocalProtocolError as exc:  # the peer's values broke a rule: their fault, not ours
             raise SchemaError(str(exc), code=exc.code) from None
 
@@ -197,37 +197,138 @@ class Message:
         return cls.from_dict(parse_canonical(data, max_bytes=max_bytes))
 
 
-def _hints_of(cls: type) -> dict[str, Any]:
-    cached = cls.__dict__.get("_hints")
-    if cached is None:
-        cached = typing.get_type_hints(cls)
-        cached = {f.name: cached[f.name] for f in dataclasses.fields(cls)}
-        cls._hints = cached  # type: ignore[attr-defined]
-    return cached
+Checker = Callable[[Any], bool]
+Converter = Callable[[Any, str], Any]
 
 
-def _check_types(msg: Message) -> None:
-    for key, hint in _hints_of(type(msg)).items():
-        if not _isinstance(getattr(msg, key), hint):
-            raise Invalid(f"field {key} must be {_describe(hint)}", "wrong_type")
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """Per-class validation plan, compiled once from the type hints (the hot path of every parse)."""
+
+    names: frozenset[str]
+    hints: dict[str, Any]
+    type_check: Callable[[Any], str | None]
+    converters: tuple[tuple[str, Converter], ...]
 
 
-def _isinstance(value: object, hint: Any) -> bool:
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan_of(cls: type) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        all_hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        hints = {name: all_hints[name] for name in fields}
+        converters = tuple(
+            (name, conv) for name in fields if (conv := _compile_convert(hints[name])) is not None
+        )
+        plan = _PLANS[cls] = _Plan(frozenset(fields), hints, _generate_type_check(hints), converters)
+    return plan
+
+
+def _generate_type_check(hints: dict[str, Any]) -> Callable[[Any], str | None]:
+    """One generated function checking every field's type inline, returning the first bad field.
+
+    Generated source (as dataclasses and attrs do) because a call per field was most of the
+    cost of parsing a manifest; the checks themselves are exact-type tests.
+    """
+    env: dict[str, Any] = {"_Mapping": Mapping, "_json_ok": _json_object_ok}
+    lines = ["def type_check(self):"]
+    for i, (name, hint) in enumerate(hints.items()):
+        env[f"_c{i}"] = _compile_check(hint)
+        expr = _inline_check(hint, f"self.{name}")
+        if expr is None:
+            expr = f"_c{i}(self.{name})"
+        lines.append(f"    if not ({expr}): return {name!r}")
+    lines.append("    return None")
+    exec("\n".join(lines), env)  # noqa: S102 - source built above from field names only
+    fn: Callable[[Any], str | None] = env["type_check"]
+    return fn
+
+
+def _inline_check(hint: Any, ref: str) -> str | None:
+    simple = {int: "int", str: "str", bool: "bool", bytes: "bytes"}
+    if hint in simple:
+        return f"type({ref}) is {simple[hint]}"
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_isinstance(value, h) for h in typing.get_args(hint))
+        args = typing.get_args(hint)
+        non_none = [a for a in args if a is not type(None)]
+        if len(args) == 2 and len(non_none) == 1 and non_none[0] in simple:
+            return f"{ref} is None or type({ref}) is {simple[non_none[0]]}"
+    return None
+
+
+def _compile_check(hint: Any) -> Checker:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1 and len(args) == 2:
+            inner = _compile_check(non_none[0])
+            return lambda v: v is None or inner(v)
+        parts = [_compile_check(h) for h in args]
+        return lambda v: any(p(v) for p in parts)
     if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda v: v is None
+    if hint in (int, str, bool, bytes):
+        exact: type = hint
+        return lambda v: type(v) is exact
     if origin is tuple:
-        (item,) = typing.get_args(hint)[:1]
-        return isinstance(value, tuple) and all(_isinstance(v, item) for v in value)
+        item = _compile_check(typing.get_args(hint)[0])
+        return lambda v: type(v) is tuple and all(item(x) for x in v)
     if origin is dict or hint is dict:
-        return isinstance(value, Mapping) and _json_object_ok(value)
+        return lambda v: isinstance(v, Mapping) and _json_object_ok(v)
     if isinstance(hint, type):
-        return isinstance(value, hint)
-    return False
+        cls: type = hint
+        return lambda v: isinstance(v, cls)
+    raise TypeError(f"unsupported field type {hint!r}")  # pragma: no cover - a schema bug
+
+
+def _compile_convert(hint: Any) -> Converter | None:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _compile_convert(non_none[0]) if len(non_none) == 1 else None
+        if inner is None:
+            return None
+        conv: Converter = inner
+        return lambda v, path: None if v is None else conv(v, path)
+    if hint is bytes:
+        return _convert_bytes
+    if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        item_conv = _compile_convert(item_hint)
+
+        def convert_list(v: Any, path: str) -> tuple[Any, ...]:
+            if not isinstance(v, list):
+                raise Invalid(f"field {path} must be a list", "wrong_type")
+            if item_conv is None:
+                return tuple(v)
+            return tuple(item_conv(x, f"{path}[{i}]") for i, x in enumerate(v))
+
+        return convert_list
+    if isinstance(hint, type) and issubclass(hint, Message):
+        msg_cls: type[Message] = hint
+
+        def convert_message(v: Any, path: str) -> Message:
+            try:
+                return msg_cls.from_dict(v)
+            except SchemaError as exc:
+                raise Invalid(f"field {path}: {exc}", exc.code) from None
+
+        return convert_message
+    return None
+
+
+def _convert_bytes(value: Any, path: str) -> bytes:
+    if not isinstance(value, str):
+        raise Invalid(f"field {path} must be base64url text", "wrong_type")
+    try:
+        return b64d(value, field=path)
+    except RemoteProtocolError as exc:
+        raise Invalid(str(exc), "bad_encoding") from None
 
 
 def _describe(hint: Any) -> str:
@@ -254,36 +355,4 @@ def _to_json(value: Any) -> Any:
         return [_to_json(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _to_json(v) for k, v in value.items()}
-    return value
-
-
-def _from_json(hint: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return _from_json(non_none[0], value, path)
-        raise Invalid(f"field {path} has an unsupported union type")  # pragma: no cover - schema bug
-    if hint is bytes:
-        if not isinstance(value, str):
-            raise Invalid(f"field {path} must be base64url text", "wrong_type")
-        try:
-            return b64d(value, field=path)
-        except RemoteProtocolError as exc:
-            raise Invalid(str(exc), "bad_encoding") from None
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise Invalid(f"field {path} must be a list", "wrong_type")
-        (item,) = typing.get_args(hint)[:1]
-        return tuple(_from_json(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if isinstance(hint, type) and issubclass(hint, Message):
-        try:
-            return hint.from_dict(value)
-        except SchemaError as exc:
-            raise Invalid(f"field {path}: {exc}", exc.code) from None
-    if not _isinstance(value, hint):
-        raise Invalid(f"field {path} must be {_describe(hint)}", "wrong_type")
     return value

@@ -5,9 +5,12 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# LocalStack (the integration tests' S3 endpoint) lives in a venv of its own: its pins clash with ours.
+S3VENV  := .venv-s3
+S3STAMP := $(S3VENV)/.installed
 EXTRAS  ?= agent,server,dev
 
-.PHONY: demo test lint typecheck bench crash-test fault-test system-deps venv clean help
+.PHONY: demo test lint typecheck bench crash-test fault-test system-deps venv s3-venv clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,13 +23,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the project with all extras
 
+# The script keeps its own stamp with the exact requirement list and does nothing when it matches;
+# make's stamp dependency only spares the script's start-up on every `make test`.
+$(S3STAMP): deploy/scripts/localstack-venv.sh
+	@PY=$(PY) bash deploy/scripts/localstack-venv.sh $(S3VENV) && touch $(S3STAMP)
+
+s3-venv: $(S3STAMP)  ## create .venv-s3 with LocalStack, the S3 endpoint of the integration tests
+
 system-deps:  ## install the Debian packages the tests use (mosquitto, postgresql) when missing
 	@bash deploy/scripts/system-deps.sh
 
 demo: $(STAMP)  ## run the system on embedded defaults
 	$(BIN)/custody demo
 
-test: $(STAMP) system-deps  ## run the whole test suite (lint, types, unit and integration)
+test: $(STAMP) system-deps $(S3STAMP)  ## run the whole test suite (lint, types, unit and integration)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -41,4 +51,4 @@ bench: $(STAMP)  ## run the benchmarks (figures go to bench/RESULTS.md by hand)
 	$(BIN)/python bench/protocol_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(S3VENV) .pytest_cache .mypy_cache .ruff_cache

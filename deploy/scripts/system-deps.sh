@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, only when they are missing.
 # Runs as root on a fresh Debian machine (CI); prints what it does.
+#
+# The tests start their own Mosquitto and PostgreSQL on free loopback ports (tests/services/);
+# they only need the binaries, never the services Debian's packages start.
 set -euo pipefail
 
 need=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# mosquitto_passwd (password files for broker tests) comes with the broker; the clients are for people.
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# runuser (util-linux) runs initdb as the postgres user when we are root; essential on Debian.
+command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != "0" ]; then
@@ -18,6 +25,19 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The Debian package starts its own broker on 1883; the tests start their own on free ports.
-  systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true
+fi
+
+# The Debian package starts its own broker on port 1883 (where systemd or sysv-init runs services).
+# Stop and disable it every time, not only right after installing: a broker left on 1883 by an
+# earlier install would answer any test or demo that wrongly used the default port.
+if [ "$(id -u)" = "0" ]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+  else
+    # No systemd (a container): the init script may have started it; disabling its links is harmless.
+    if [ -x /etc/init.d/mosquitto ]; then
+      service mosquitto stop >/dev/null 2>&1 || true
+      update-rc.d mosquitto disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi

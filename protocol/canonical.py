@@ -122,7 +122,10 @@ def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
         if not exact or _ENCODER.encode(value).encode("utf-8") != data:
             _slow_canonical_check(text, data)
     except json.JSONDecodeError as exc:
-        code = "truncated" if exc.pos >= len(text) - 1 and text[:1] in "{[" else "bad_encoding"
+        # Cut off mid-string (where a cut usually falls: envelopes are mostly base64 text), json
+        # reports the string's start, not the end of the input.
+        at_end = exc.pos >= len(text) - 1 or exc.msg.startswith("Unterminated string")
+        code = "truncated" if at_end and text[:1] in "{[" else "bad_encoding"
         raise EncodingError(f"not JSON: {exc.msg} at offset {exc.pos}", code=code) from exc
     except LocalProtocolError as exc:  # an integer beyond 2**53 - 1 is the peer's fault here
         raise EncodingError(str(exc)) from exc

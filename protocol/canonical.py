@@ -48,7 +48,9 @@ def _check_domain(value: object, path: str = "$") -> bool:
             if not isinstance(key, str):
                 raise LocalProtocolError(f"non-string key at {path}")
             # Python sorts keys by code point, JCS by UTF-16 code unit: identical for ASCII keys.
-            exact = key.isascii() and _check_domain(item, f"{path}.{key}") and exact
+            # The item is checked first: under a non-ASCII key it must still be refused if it is
+            # a float or an unsafe integer (the rfc8785 fallback would encode a float).
+            exact = _check_domain(item, f"{path}.{key}") and key.isascii() and exact
         return exact
     if isinstance(value, list | tuple):
         exact = True

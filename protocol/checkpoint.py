@@ -76,7 +76,8 @@ class Checkpoint:
         if len(lines) < 3:
             raise ProofError("checkpoint body has fewer than three lines", code="bad_checkpoint")
         origin, size_text, root_text, *ext = lines
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # ASCII only: isdigit() alone accepts "²" (int() then raises ValueError) and "٣" (read as 3).
+        if not (size_text.isascii() and size_text.isdigit()) or (size_text != "0" and size_text.startswith("0")):
             raise ProofError(f"checkpoint size {size_text!r} is not a decimal number", code="bad_checkpoint")
         root = _unb64(root_text, "checkpoint root")
         try:

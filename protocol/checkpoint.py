@@ -117,7 +117,9 @@ class NoteVerifier:
     @classmethod
     def from_vkey(cls, text: str) -> NoteVerifier:
         """Parse a verifier-key text."""
-        parts = text.strip().split("+")
+        # Split at the first two '+' only (as Go's note.NewVerifier does): standard base64 of the
+        # key may itself contain '+', the name and the hex key hash never do.
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise ProofError("verifier key must be name+hash+key", code="bad_vkey")
         name, hash_hex, key_b64 = parts

@@ -195,7 +195,8 @@ class SignedNote:
             raise ProofError("note has no signature block", code="bad_checkpoint")
         body, sig_text = text[: split + 1], text[split + 2 :]
         sigs = []
-        for line in sig_text[:-1].split("\n"):
+        # A blank line with nothing after it is a note without signatures, not a malformed line.
+        for line in sig_text[:-1].split("\n") if sig_text else []:
             if not line.startswith(_DASH):
                 raise ProofError(f"malformed signature line {line[:40]!r}", code="bad_checkpoint")
             name, _, blob_text = line[len(_DASH) :].rpartition(" ")

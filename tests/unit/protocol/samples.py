@@ -10,6 +10,7 @@ wire contract (see tests/golden/README.md).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from protocol.canonical import b64e
 from protocol.checkpoint import SIG_COSIGNATURE_V1, Checkpoint, NoteVerifier, cosign_line, sign_checkpoint
@@ -328,7 +329,7 @@ def cosigned_checkpoint_text() -> str:
 
 
 def http_request_file(key: SigningKey = DEVICE_KEY, method: str = HTTP_METHOD, path: str = HTTP_PATH,
-                      body: bytes = HTTP_BODY, time_ms: int = T0, nonce: str = HTTP_NONCE) -> dict[str, object]:
+                      body: bytes = HTTP_BODY, time_ms: int = T0, nonce: str = HTTP_NONCE) -> dict[str, Any]:
     """A signed request as a JSON-able record: the request, the headers, and when it was sent."""
     return {
         "method": method,

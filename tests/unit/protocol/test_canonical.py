@@ -214,12 +214,13 @@ def test_b64_round_trip(raw: bytes) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("AA==", "unpadded"),
-        ("AB", "canonical base64url"),  # non-zero unused bits: a second spelling of the same byte
+        ("AA==", "not unpadded base64url"),
+        ("AB", "not in canonical base64url form"),  # non-zero unused bits: a second spelling of one byte
         ("A", "not base64url"),
-        ("A+/A", "canonical base64url"),  # standard alphabet
-        ("AA AA", "canonical base64url"),
-        ("AAé", "not base64url"),
+        ("A+/A", "not unpadded base64url"),  # the standard alphabet
+        ("AA AA", "not base64url: Only base64 data"),
+        ("AA\n", "not base64url: Only base64 data"),
+        ("AAé", "not unpadded base64url"),
     ],
 )
 def test_b64_refuses_non_canonical_text(text: str, match: str) -> None:

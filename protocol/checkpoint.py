@@ -123,7 +123,10 @@ class NoteVerifier:
         if len(parts) != 3:
             raise ProofError("verifier key must be name+hash+key", code="bad_vkey")
         name, hash_hex, key_b64 = parts
-        raw = _unb64(key_b64, "verifier key")
+        try:
+            raw = _unb64(key_b64, "verifier key")
+        except ProofError as exc:  # same code as every other bad verifier key, not bad_checkpoint
+            raise ProofError(str(exc), code="bad_vkey") from None
         if len(raw) != 33 or raw[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
             raise ProofError("verifier key is not an Ed25519 or cosignature/v1 key", code="bad_vkey")
         try:

@@ -48,7 +48,9 @@ def _check_domain(value: object, path: str = "$") -> bool:
             if not isinstance(key, str):
                 raise LocalProtocolError(f"non-string key at {path}")
             # Python sorts keys by code point, JCS by UTF-16 code unit: identical for ASCII keys.
-            exact = key.isascii() and _check_domain(item, f"{path}.{key}") and exact
+            # The item is checked first: under a non-ASCII key it must still be refused if it is
+            # a float or an unsafe integer (the rfc8785 fallback would encode a float).
+            exact = _check_domain(item, f"{path}.{key}") and key.isascii() and exact
         return exact
     if isinstance(value, list | tuple):
         exact = True
@@ -67,7 +69,7 @@ def canonical_bytes(value: JSONValue) -> bytes:
             raise LocalProtocolError("string is not valid Unicode (lone surrogate)") from exc
     try:
         return rfc8785.dumps(value)
-    except rfc8785.CanonicalizationError as exc:
+    except (rfc8785.CanonicalizationError, UnicodeError) as exc:  # a lone surrogate in a key is a UnicodeError
         raise LocalProtocolError(f"cannot canonicalize: {exc}") from exc
 
 
@@ -91,6 +93,12 @@ def _reject_constant(text: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
 
 
+# An integer JCS cannot carry (beyond 2**53 - 1) has at least 16 digits. Mapping every digit to
+# "9" and searching for 16 of them is several times cheaper than a regex over hex-heavy messages.
+_DIGITS_TO_9 = bytes.maketrans(b"0123456789", b"9" * 10)
+_SIXTEEN_DIGITS = b"9" * 16
+
+
 def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse bytes that must be one canonical JSON object; raise :class:`EncodingError` otherwise."""
     if len(data) > max_bytes:
@@ -101,18 +109,34 @@ def parse_canonical(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EncodingError(f"not UTF-8 at byte {exc.start}") from exc
+    # Hostile input well under the size limit must not escape as another exception (a crash, or
+    # a 500 for the server): a few kilobytes of "[" exceed the recursion limit, an integer of more
+    # than 4300 digits exceeds int()'s, and an escaped lone surrogate ("\ud800") cannot be UTF-8.
     try:
         value = _DECODER.decode(text)
+        if not isinstance(value, dict):
+            raise EncodingError("message is not a JSON object")
+        # Fast canonical check: the C encoder with sorted keys is exact JCS for ASCII keys and
+        # safe integers. Only bytes that could hold a non-ASCII key or an integer of 16 digits
+        # need the walk that confirms that domain (and refuses integers JCS cannot carry).
+        # Anything that differs takes the slow path for a precise verdict.
+        exact = (data.isascii() and _SIXTEEN_DIGITS not in data.translate(_DIGITS_TO_9)) or _check_domain(value)
+        if not exact or _ENCODER.encode(value).encode("utf-8") != data:
+            _slow_canonical_check(text, data)
     except json.JSONDecodeError as exc:
-        code = "truncated" if exc.pos >= len(text) - 1 and text[:1] in "{[" else "bad_encoding"
+        # Cut off mid-string (where a cut usually falls: envelopes are mostly base64 text), json
+        # reports the string's start, not the end of the input.
+        at_end = exc.pos >= len(text) - 1 or exc.msg.startswith("Unterminated string")
+        code = "truncated" if at_end and text[:1] in "{[" else "bad_encoding"
         raise EncodingError(f"not JSON: {exc.msg} at offset {exc.pos}", code=code) from exc
-    if not isinstance(value, dict):
-        raise EncodingError("message is not a JSON object")
-    # Fast canonical check: the C encoder with sorted keys is exact JCS for ASCII keys and the
-    # integer-only domain. Anything that differs takes the slow path for a precise verdict.
-    fast = _ENCODER.encode(value).encode("utf-8")
-    if fast != data:
-        _slow_canonical_check(text, data)
+    except LocalProtocolError as exc:  # an integer beyond 2**53 - 1 is the peer's fault here
+        raise EncodingError(str(exc)) from exc
+    except UnicodeEncodeError:
+        raise EncodingError("string is not valid Unicode (lone surrogate)") from None
+    except RecursionError:
+        raise EncodingError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (int conversion limit)
+        raise EncodingError(f"not JSON: {str(exc).split(';')[0]}") from None
     return value
 
 

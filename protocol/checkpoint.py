@@ -76,7 +76,8 @@ class Checkpoint:
         if len(lines) < 3:
             raise ProofError("checkpoint body has fewer than three lines", code="bad_checkpoint")
         origin, size_text, root_text, *ext = lines
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # ASCII only: isdigit() alone accepts "²" (int() then raises ValueError) and "٣" (read as 3).
+        if not (size_text.isascii() and size_text.isdigit()) or (size_text != "0" and size_text.startswith("0")):
             raise ProofError(f"checkpoint size {size_text!r} is not a decimal number", code="bad_checkpoint")
         root = _unb64(root_text, "checkpoint root")
         try:
@@ -116,11 +117,16 @@ class NoteVerifier:
     @classmethod
     def from_vkey(cls, text: str) -> NoteVerifier:
         """Parse a verifier-key text."""
-        parts = text.strip().split("+")
+        # Split at the first two '+' only (as Go's note.NewVerifier does): standard base64 of the
+        # key may itself contain '+', the name and the hex key hash never do.
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise ProofError("verifier key must be name+hash+key", code="bad_vkey")
         name, hash_hex, key_b64 = parts
-        raw = _unb64(key_b64, "verifier key")
+        try:
+            raw = _unb64(key_b64, "verifier key")
+        except ProofError as exc:  # same code as every other bad verifier key, not bad_checkpoint
+            raise ProofError(str(exc), code="bad_vkey") from None
         if len(raw) != 33 or raw[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
             raise ProofError("verifier key is not an Ed25519 or cosignature/v1 key", code="bad_vkey")
         try:
@@ -192,7 +198,8 @@ class SignedNote:
             raise ProofError("note has no signature block", code="bad_checkpoint")
         body, sig_text = text[: split + 1], text[split + 2 :]
         sigs = []
-        for line in sig_text[:-1].split("\n"):
+        # A blank line with nothing after it is a note without signatures, not a malformed line.
+        for line in sig_text[:-1].split("\n") if sig_text else []:
             if not line.startswith(_DASH):
                 raise ProofError(f"malformed signature line {line[:40]!r}", code="bad_checkpoint")
             name, _, blob_text = line[len(_DASH) :].rpartition(" ")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from protocol.canonical import b64d, b64e, canonical_bytes, parse_canonical
 from protocol.envelope import Envelope
-from protocol.errors import EncodingError, RemoteProtocolError, SchemaError, SignatureError
+from protocol.errors import EncodingError, SchemaError, SignatureError
 from protocol.messages import DeviceCertificate, EnrollmentAnswer
 
 PREFIX = "cet1."
@@ -81,5 +81,5 @@ def open_enrollment_answer(
     cert = DeviceCertificate.open(Envelope.from_bytes(answer.certificate), server_key)
     # (3)
     if cert.public_key != device_public_key or cert.device_id != answer.device_id:
-        raise RemoteProtocolError("enrollment answer certifies another device's key", code="wrong_device")
+        raise SignatureError("enrollment answer certifies another device's key", code="wrong_device")
     return answer, cert

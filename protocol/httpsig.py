@@ -96,7 +96,8 @@ class SignedRequest:
         except Invalid as exc:
             raise RequestAuthError(str(exc), code="bad_auth_header") from None
         time_text = get(H_TIME)
-        if not time_text.isdigit() or len(time_text) > 15:
+        # isdigit() alone accepts "²" (int() then raises ValueError) and other scripts' digits.
+        if not (time_text.isascii() and time_text.isdigit()) or len(time_text) > 15:
             raise RequestAuthError(f"{H_TIME} is not milliseconds since the epoch", code="bad_auth_header")
         body = get(H_BODY)
         if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):

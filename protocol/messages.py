@@ -495,6 +495,9 @@ class ServerKey(Message):
     def _check(self) -> None:
         check_key_id("key_id", self.key_id)
         check_one_of("alg", self.alg, ALGORITHMS)
+        # Checked here so that VerifyKey below cannot raise its own (SignatureError) complaint.
+        if len(self.public_key) != 32:
+            raise Invalid("public_key must be 32 bytes", "bad_key")
         if VerifyKey(self.alg, self.public_key).key_id != self.key_id:
             raise Invalid("key_id does not match public_key", "bad_key")
         check_time("created_ms", self.created_ms)

@@ -1,0 +1,1 @@
+"""The named bad-message corpus (files built by make_corpus.py)."""

@@ -79,7 +79,8 @@ def main() -> None:
     print(f"verify : {verify_full:9.0f} manifests/s  raw Ed25519 {verify_raw:9.0f}/s  ratio "
           f"{verify_full / verify_raw:.2f}x (goal >= 0.80x)")
     print(f"entry hash: {hash_entry:9.0f}/s")
-    print(f"sha256 : {sha_protocol:9.0f} MB/s  hashlib {sha_hashlib:9.0f} MB/s  ratio {sha_protocol / sha_hashlib:.2f}x")
+    print(f"sha256 : {sha_protocol:9.0f} MB/s  hashlib {sha_hashlib:9.0f} MB/s  "
+          f"ratio {sha_protocol / sha_hashlib:.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import aiomqtt
 import pytest
@@ -17,8 +18,8 @@ from tests.services.mosquitto import MosquittoBroker
 pytestmark = pytest.mark.integration
 
 
-async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + limit
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
@@ -68,14 +69,18 @@ async def test_link_announces_entries_receives_commands_and_survives_restart(mos
     assert link.connects == 2
     assert await link.publish_entry(b'{"entry":2}')
 
-    # A link that drops without saying goodbye is announced offline by the broker (last will).
+    # A link that drops without saying goodbye (power loss, a crash) is announced offline by the
+    # broker through the retained last will.
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as watcher:
         await watcher.subscribe(device_topic(device, DeviceTopic.AVAILABILITY), qos=1)
+        messages = aiter(watcher.messages)
+        first = await asyncio.wait_for(anext(messages), 10)
+        assert first.payload == ONLINE  # retained
+        assert link._client is not None
+        sock = link._client._client.socket()  # the paho socket under aiomqtt
+        sock.shutdown(socket.SHUT_RDWR)  # the TCP connection dies with no DISCONNECT packet
+        will = await asyncio.wait_for(anext(messages), 10)
+        assert will.payload == OFFLINE
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        # aiomqtt closes the socket on cancellation without DISCONNECT, so the broker sends the will.
-        got = await asyncio.wait_for(anext(aiter(watcher.messages)), 10)
-        if got.payload == ONLINE:  # the retained value first, then the will
-            got = await asyncio.wait_for(anext(aiter(watcher.messages)), 10)
-        assert got.payload == OFFLINE

@@ -46,7 +46,7 @@ async def test_link_announces_entries_receives_commands_and_survives_restart(mos
 
         async def collect() -> None:
             async for m in server.messages:
-                seen.setdefault(str(m.topic), []).append(bytes(m.payload))  # type: ignore[arg-type]
+                seen.setdefault(str(m.topic), []).append(bytes(m.payload))
 
         collector = asyncio.create_task(collect())
         task = asyncio.create_task(link.run())
@@ -78,6 +78,7 @@ async def test_link_announces_entries_receives_commands_and_survives_restart(mos
         assert first.payload == ONLINE  # retained
         assert link._client is not None
         sock = link._client._client.socket()  # the paho socket under aiomqtt
+        assert isinstance(sock, socket.socket)
         sock.shutdown(socket.SHUT_RDWR)  # the TCP connection dies with no DISCONNECT packet
         will = await asyncio.wait_for(anext(messages), 10)
         assert will.payload == OFFLINE

@@ -80,15 +80,27 @@ def wait_until(
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return prctl
+
+
+# Looked up once in the parent: the child of a fork from a threaded process (paho runs threads)
+# must not dlopen or take other locks before exec, so the preexec hook only calls this pointer.
+_PRCTL = _load_prctl()
+
+
 def die_with_parent() -> None:
     """``preexec_fn`` for service processes: the kernel sends SIGTERM to the child if pytest dies.
 
     Without it a pytest killed by a timeout or ^C would leave brokers and LocalStack running,
     holding ports and half a gigabyte of memory, until the machine is recycled.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def terminate(proc: subprocess.Popen[bytes], *, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:

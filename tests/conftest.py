@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services.mosquitto import MosquittoBroker, new_workdir
-from tests.services.postgres import PostgresServer
+from tests.services.mosquitto import MosquittoBroker, MosquittoFactory, new_workdir
+from tests.services.postgres import PostgresDatabase, PostgresServer
 from tests.services.s3 import LocalStackS3
 
 # Start-up times, printed at the end of the run so regressions in fixture cost are visible.
@@ -55,8 +54,6 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- Mosquitto ---------------------------------------------------------------------------------
 
-MosquittoFactory = Callable[..., MosquittoBroker]
-
 
 @pytest.fixture
 def mosquitto_factory(services_dir: Path) -> Iterator[MosquittoFactory]:
@@ -68,9 +65,7 @@ def mosquitto_factory(services_dir: Path) -> Iterator[MosquittoFactory]:
     brokers: list[MosquittoBroker] = []
 
     def start(extra_config: str = "", *, allow_anonymous: bool = True) -> MosquittoBroker:
-        broker = MosquittoBroker(
-            new_workdir(services_dir), extra_config=extra_config, allow_anonymous=allow_anonymous
-        )
+        broker = MosquittoBroker(new_workdir(services_dir), extra_config=extra_config, allow_anonymous=allow_anonymous)
         brokers.append(broker)
         broker.start()
         _record("mosquitto", broker.start_seconds)
@@ -104,15 +99,6 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
-
-
-@dataclass(frozen=True)
-class PostgresDatabase:
-    """A database created for one test."""
-
-    name: str
-    dsn: str  # postgresql://postgres@127.0.0.1:PORT/NAME (asyncpg.connect, psql)
-    async_url: str  # postgresql+asyncpg://postgres@127.0.0.1:PORT/NAME (SQLAlchemy create_async_engine)
 
 
 def _database_name(nodeid: str) -> str:

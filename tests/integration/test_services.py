@@ -26,10 +26,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import MosquittoFactory, PostgresDatabase
 from tests.services.localstack_boot import BLOCKED_MARKER
-from tests.services.mosquitto import MosquittoBroker
-from tests.services.postgres import PostgresServer
+from tests.services.mosquitto import MosquittoBroker, MosquittoFactory
+from tests.services.postgres import PostgresDatabase, PostgresServer
 from tests.services.s3 import LocalStackS3
 
 pytestmark = pytest.mark.integration
@@ -164,9 +163,7 @@ async def test_postgres_sqlalchemy_roundtrip(postgres_db: PostgresDatabase) -> N
     assert [(r.seq, r.sha256) for r in rows] == [(i, bytes([i]) * 32) for i in range(3)]
 
 
-async def test_postgres_databases_are_isolated(
-    postgres: PostgresServer, postgres_db: PostgresDatabase
-) -> None:
+async def test_postgres_databases_are_isolated(postgres: PostgresServer, postgres_db: PostgresDatabase) -> None:
     # The fixture's database is empty, and another database made the same way cannot see into it.
     other_url = postgres.create_database(f"{postgres_db.name}_b")
     assert other_url.endswith(f"/{postgres_db.name}_b")
@@ -247,9 +244,7 @@ def test_s3_refuses_deleting_a_locked_version(
     assert err.value.response["Error"]["Code"] == "AccessDenied"
     # Even the governance bypass does not unlock COMPLIANCE mode.
     with pytest.raises(ClientError) as err:
-        s3.client().delete_object(
-            Bucket=s3_bucket, Key=key, VersionId=version, BypassGovernanceRetention=True
-        )
+        s3.client().delete_object(Bucket=s3_bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)
     assert err.value.response["Error"]["Code"] == "AccessDenied"
     versions = s3.client().list_object_versions(Bucket=s3_bucket, Prefix=key)["Versions"]
     assert [v["VersionId"] for v in versions] == [version]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
 from tests.services.ports import (
     LOOPBACK,
@@ -93,7 +94,7 @@ class MosquittoBroker:
                 # Running as root, mosquitto would switch to the `mosquitto` user and then fail to
                 # write its log or read password files in our root-owned temp dir; naming the
                 # current user keeps it as it is (mosquitto ignores `user` when not root).
-                f"user {getpass.getuser()}",
+                f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                 f"log_dest file {self.log_path}",
                 "log_type error",
                 "log_type warning",
@@ -165,6 +166,14 @@ class MosquittoBroker:
 
     def __repr__(self) -> str:
         return f"<MosquittoBroker {self.url} running={self.running}>"
+
+
+class MosquittoFactory(Protocol):
+    """The ``mosquitto_factory`` fixture: starts one more broker per call, stopped after the test."""
+
+    def __call__(self, extra_config: str = "", *, allow_anonymous: bool = True) -> MosquittoBroker:
+        """Start a broker with ``extra_config`` appended to its config; return it running."""
+        ...
 
 
 def new_workdir(base: Path) -> Path:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.services.ports import LOOPBACK, START_ATTEMPTS, ServiceStartError, free_port, log_tail
@@ -40,6 +41,15 @@ def find_pg_bin() -> Path:
         "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
         "run `make system-deps` or `apt-get install postgresql`"
     )
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """A database created for one test (the ``postgres_db`` fixture)."""
+
+    name: str
+    dsn: str  # postgresql://postgres@127.0.0.1:PORT/NAME (asyncpg.connect, psql)
+    async_url: str  # postgresql+asyncpg://postgres@127.0.0.1:PORT/NAME (SQLAlchemy create_async_engine)
 
 
 class PostgresServer:
@@ -78,9 +88,7 @@ class PostgresServer:
         """``postgresql+asyncpg://postgres@127.0.0.1:PORT/<database>``."""
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{database}"
 
-    def _run(
-        self, *args: str, owner: bool = True, timeout: float = START_TIMEOUT
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str, owner: bool = True, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL binary; raise with its output on failure.
 
         ``owner``: run it as the cluster's owner (``postgres`` when we are root), as the server
@@ -100,9 +108,7 @@ class PostgresServer:
             check=False,
         )
         if result.returncode != 0:
-            raise ServiceStartError(
-                f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-            )
+            raise ServiceStartError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return result
 
     def start(self) -> None:

@@ -16,7 +16,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from protocol.canonical import DEFAULT_MAX_MESSAGE_BYTES, b64d, b64e, canonical_bytes, parse_canonical
+from protocol.canonical import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    b64d,
+    b64d_alphabet_checked,
+    b64e,
+    canonical_bytes,
+    parse_canonical,
+)
 from protocol.errors import EncodingError, LocalProtocolError, SchemaError, SignatureError
 from protocol.keys import ALGORITHMS, SigningKey, VerifyKey
 
@@ -94,7 +101,17 @@ def _parse_envelope(data: bytes, max_bytes: int) -> tuple[str, bytes, str, str, 
         raise EncodingError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", code="oversize")
     m = _CANONICAL_ENVELOPE.fullmatch(data)
     if m is not None:
-        alg, kid, payload, sig, ptype = (g.decode("ascii") for g in m.groups())
+        alg_b, kid_b, payload_b, sig_b, ptype_b = m.groups()
+        alg = alg_b.decode("ascii")
+        if alg not in ALGORITHMS:
+            raise SignatureError(f"unsupported signature algorithm {alg!r}", code="unsupported_algorithm")
+        return (
+            ptype_b.decode("ascii"),
+            b64d_alphabet_checked(payload_b, field="payload"),
+            alg,
+            kid_b.decode("ascii"),
+            b64d_alphabet_checked(sig_b, field="sig"),
+        )
     else:
         obj = parse_canonical(data, max_bytes=max_bytes)
         keys = obj.keys()

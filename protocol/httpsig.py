@@ -109,9 +109,21 @@ class SignedRequest:
         return cls(get(H_DEVICE), get(H_KEY_ID), int(time_text), get(H_NONCE), body, sig)
 
     def verify(
-        self, key: VerifyKey, method: str, path: str, body: bytes, now_ms: int, window_ms: int = DEFAULT_WINDOW_MS
+        self,
+        key: VerifyKey,
+        method: str,
+        path: str,
+        body: bytes,
+        now_ms: int,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        *,
+        device_id: str | None = None,
     ) -> None:
-        """Check freshness, body hash, key and signature. Nonce uniqueness is the caller's (stateful) job."""
+        """Check freshness, body hash, key and signature. Nonce uniqueness is the caller's (stateful) job.
+
+        ``device_id`` is the device ``key`` is enrolled for, when that is not the key's own id: a
+        device keeps the id derived from its first key after it rotates to a new one.
+        """
         if abs(now_ms - self.time_ms) > window_ms:
             raise RequestAuthError(
                 f"request time is {(now_ms - self.time_ms) // 1000} s away from the server's clock "
@@ -120,7 +132,8 @@ class SignedRequest:
             )
         if hashlib.sha256(body).hexdigest() != self.body_sha256:
             raise RequestAuthError("body does not match its signed SHA-256", code="body_hash_mismatch")
-        if key.device_id != self.device_id or key.key_id != self.key_id:
+        owner = key.device_id if device_id is None else device_id
+        if owner != self.device_id or key.key_id != self.key_id:
             raise RequestAuthError(f"key {self.key_id} is not the key of device {self.device_id}", code="wrong_key")
         signed = _signed_bytes(method, path, self.body_sha256, self.time_ms, self.nonce, self.device_id)
         if not key.is_valid(self.signature, signed):

@@ -1,0 +1,549 @@
+"""The route table and its thin handlers: decode, call one service, encode.
+
+Each :class:`Route` declares who may call it (``access``), its path and query parameters and
+its body. :func:`wrap` turns a route into an aiohttp handler that authenticates (401), checks the
+role (403), validates parameters and body (400, 413), and only then calls the handler. The
+OpenAPI document is built from the same table (server/api/openapi.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from server.api.body import Body, F
+from server.auth import USER_ROLES, Principal, Role, has_device_auth
+from server.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from server.services import Services
+from server.services.ingest import check_upload_key
+from server.storage.local import LocalStore
+
+# -- access ----------------------------------------------------------------------------------
+
+PUBLIC = "public"  # no credentials at all
+ENROLL = "enroll"  # the one-time enrollment token inside the signed request body
+UPLOAD = "upload"  # the capability (HMAC) the server put in the upload URL
+
+R = Role
+ALL = frozenset(Role)
+ADMINS = frozenset({R.ADMIN})
+DEVICE_ADMINS = frozenset({R.ADMIN, R.DEVICE_ADMIN})
+ACCOUNT_READERS = frozenset({R.ADMIN, R.AUDITOR})
+OFFICER_READERS = frozenset(USER_ROLES)
+FLEET_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR})
+EVIDENCE_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR, R.CASE_HANDLER, R.LEGAL_REVIEWER})
+TOKEN_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.AUDITOR})
+DEVICES = frozenset({R.DEVICE})
+
+Access = str | frozenset[Role]
+
+# -- parameters --------------------------------------------------------------------------------
+
+DEVICE_ID = F("string", "device id (24 base32 characters, derived from the device's first key)",
+              pattern=r"[a-z2-7]{24}", max_len=24)
+SEQ = F("integer", "device-wide sequence number", lo=0, hi=2**53 - 1)
+USER_NAME = F("string", "user name", pattern=r"[a-z][a-z0-9_.-]{0,63}", max_len=64)
+OFFICER_ID = F("string", "officer id", pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64)
+TOKEN_ID = F("string", "API token id", pattern=r"[0-9a-f]{16}", max_len=16)
+OBJECT_KEY = F("string", "object key DEVICE/SEQ/SHA256 (or conflicts/DEVICE/SEQ/SHA256)",
+               pattern=r"(conflicts/)?[a-z2-7]{24}/[0-9]{12}/[0-9a-f]{64}", max_len=300)
+PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
+                             "token_id": TOKEN_ID, "key": OBJECT_KEY}
+
+TIME = {"lo": 946_684_800_000, "hi": 4_102_444_799_999}
+
+# -- bodies ------------------------------------------------------------------------------------
+
+ENVELOPE = "envelope"  # a signed envelope's exact bytes (canonical JSON), parsed by the service
+
+USER_ADD = Body("UserAdd", {
+    "name": USER_NAME,
+    "role": F("string", "role", enum=tuple(r.value for r in USER_ROLES)),
+    "ttl_days": F("integer", "validity of the first token in days (0: no expiry; default from config)",
+                  required=False, lo=0, hi=3650),
+})
+TOKEN_ADD = Body("TokenAdd", {
+    "label": F("string", "what the token is for", required=False, nullable=True),
+    "ttl_days": F("integer", "validity in days (0: no expiry; default from config)", required=False, lo=0, hi=3650),
+})
+OFFICER_ADD = Body("OfficerAdd", {
+    "id": OFFICER_ID,
+    "name": F("string", "full name", max_len=200),
+    "unit": F("string", "enforcement unit", max_len=200),
+    "cert_number": F("string", "enforcement certificate number (执法证号)", max_len=64),
+    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", **TIME),
+})
+OFFICER_PATCH = Body("OfficerPatch", {
+    "name": F("string", "full name", required=False, max_len=200),
+    "unit": F("string", "enforcement unit", required=False, max_len=200),
+    "cert_number": F("string", "enforcement certificate number", required=False, max_len=64),
+    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", required=False, **TIME),
+})
+ENROLL_TOKEN_ADD = Body("EnrollmentTokenAdd", {
+    "ttl_s": F("integer", "validity in seconds (default from config)", required=False, lo=60, hi=30 * 86400),
+    "note": F("string", "note for the admin (e.g. the device's label)", required=False, nullable=True),
+})
+STATE_SET = Body("DeviceStateSet", {
+    "state": F("string", "new state", enum=("active", "suspended", "lost", "revoked")),
+    "reason": F("string", "why", required=False, nullable=True, max_len=500),
+})
+ASSIGN = Body("Assignment", {
+    "officer_id": OFFICER_ID,
+    "from_ms": F("integer", "start of the assignment (default now)", required=False, **TIME),
+})
+EMPTY = Body("Empty", {})
+
+
+# -- the route type ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Ctx:
+    """Everything a handler gets: the request, the services, who is asking, and checked inputs."""
+
+    request: web.Request
+    services: Services
+    principal: Principal | None
+    params: dict[str, Any]
+    body: dict[str, Any]
+    raw: bytes
+
+    @property
+    def actor(self) -> str:
+        """Who is acting, for records."""
+        return self.principal.actor if self.principal else "anonymous"
+
+
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint."""
+
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+    summary: str
+    tag: str
+    body: Body | str | None = None
+    query: dict[str, F] = field(default_factory=dict)
+    ok_status: int = 200
+    response: str = "application/json"
+
+    @property
+    def path_params(self) -> list[str]:
+        """Names of the ``{...}`` parameters in the path."""
+        return [p.split(":")[0] for p in re.findall(r"{([^}]+)}", self.path)]
+
+    @property
+    def openapi_path(self) -> str:
+        """Path in OpenAPI form (no regex parts)."""
+        return re.sub(r"{([^}:]+)(:[^}]+)?}", r"{\1}", self.path)
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer."""
+    return web.Response(status=status, body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+                        content_type="application/json", charset="utf-8")
+
+
+def envelope_response(raw: bytes, status: int = 200) -> web.Response:
+    """A signed envelope, exactly its bytes."""
+    return web.Response(status=status, body=raw, content_type="application/json")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes before reading them where the length is declared."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}",
+                              code="payload_too_large", limit=limit)
+    chunks, total = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", code="payload_too_large", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def authenticate(request: web.Request, services: Services, raw: bytes) -> Principal:
+    """Bearer token or signed device request; 401 without either."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization must be 'Bearer <token>'", code="bad_token")
+        return await services.authenticator.bearer(token.strip())
+    if has_device_auth(request.headers):
+        return await services.authenticator.device(dict(request.headers), request.method, request.raw_path, raw)
+    raise Unauthorized("this endpoint needs an API token or a signed device request", code="missing_credentials")
+
+
+def wrap(route: Route, services: Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler for ``route``: authenticate, authorize, validate, then call."""
+    cfg = services.config
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        limit = cfg.ingest.max_chunk_bytes if route.access == UPLOAD else cfg.http.max_json_bytes
+        raw = await read_body(request, limit) if request.method in ("POST", "PUT", "PATCH") else b""
+        principal: Principal | None = None
+        if isinstance(route.access, frozenset):
+            principal = await authenticate(request, services, raw)
+            if principal.role not in route.access:
+                raise Forbidden(f"role {principal.role.value} may not {route.method} {route.openapi_path}",
+                                code="forbidden_role")
+        params: dict[str, Any] = {}
+        for name in route.path_params:
+            try:
+                params[name] = PATH_PARAMS[name].parse_query(name, request.match_info[name])
+            except BadRequest as exc:
+                raise BadRequest(f"invalid {name} in path: {exc.message}", code="bad_id") from None
+        for name, spec in route.query.items():
+            if name in request.query:
+                params[name] = spec.parse_query(name, request.query[name])
+            elif spec.required:
+                raise BadRequest(f"missing query parameter {name}", code="missing_field", field=name)
+        unknown = sorted(set(request.query) - set(route.query))
+        if unknown and route.access != UPLOAD:
+            raise BadRequest(f"unknown query parameter {', '.join(unknown)}", code="unknown_field")
+        body = route.body.parse(raw) if isinstance(route.body, Body) else {}
+        if route.body is None and raw.strip():
+            raise BadRequest("this endpoint takes no body", code="unexpected_body")
+        return await route.handler(Ctx(request, services, principal, params, body, raw))
+
+    return handler
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def healthz(ctx: Ctx) -> web.StreamResponse:
+    """Liveness."""
+    return ok({"status": "ok", "store": ctx.services.store.kind,
+               "database": "sqlite" if ctx.services.db.is_sqlite else "postgresql"})
+
+
+async def openapi_doc(ctx: Ctx) -> web.StreamResponse:
+    """The OpenAPI document."""
+    from server.api.openapi import build_openapi
+
+    return ok(build_openapi(ROUTES, public_url=ctx.services.devices.api_url))
+
+
+async def enroll(ctx: Ctx) -> web.StreamResponse:
+    """Enroll a device with a one-time token."""
+    return envelope_response(await ctx.services.devices.enroll(ctx.raw), 201)
+
+
+async def me(ctx: Ctx) -> web.StreamResponse:
+    """Who am I."""
+    p = ctx.principal
+    assert p is not None
+    return ok({"kind": p.kind, "name": p.name, "role": p.role.value, "token_id": p.token_id})
+
+
+async def users_list(ctx: Ctx) -> web.StreamResponse:
+    """List users."""
+    return ok({"users": await ctx.services.accounts.list_users()})
+
+
+async def users_add(ctx: Ctx) -> web.StreamResponse:
+    """Create a user and its first token."""
+    user, issued = await ctx.services.accounts.create_user(ctx.body["name"], ctx.body["role"], ctx.actor,
+                                                           ctx.body.get("ttl_days"))
+    return ok({"user": user, "token": issued.to_json()}, 201)
+
+
+async def users_get(ctx: Ctx) -> web.StreamResponse:
+    """One user."""
+    return ok(await ctx.services.accounts.get_user(ctx.params["name"]))
+
+
+async def users_disable(ctx: Ctx) -> web.StreamResponse:
+    """Disable a user."""
+    return ok(await ctx.services.accounts.disable_user(ctx.params["name"]))
+
+
+async def tokens_list(ctx: Ctx) -> web.StreamResponse:
+    """A user's tokens."""
+    return ok({"tokens": await ctx.services.accounts.list_tokens(ctx.params["name"])})
+
+
+async def tokens_add(ctx: Ctx) -> web.StreamResponse:
+    """Another token for a user."""
+    issued = await ctx.services.accounts.create_token(ctx.params["name"], ctx.body.get("label"),
+                                                      ctx.body.get("ttl_days"))
+    return ok(issued.to_json(), 201)
+
+
+async def tokens_revoke(ctx: Ctx) -> web.StreamResponse:
+    """Revoke a token."""
+    return ok(await ctx.services.accounts.revoke_token(ctx.params["token_id"]))
+
+
+async def officers_list(ctx: Ctx) -> web.StreamResponse:
+    """List officers."""
+    return ok({"officers": await ctx.services.officers.list()})
+
+
+async def officers_add(ctx: Ctx) -> web.StreamResponse:
+    """Add an officer."""
+    b = ctx.body
+    return ok(await ctx.services.officers.create(b["id"], b["name"], b["unit"], b["cert_number"],
+                                                 b["cert_expires_ms"]), 201)
+
+
+async def officers_get(ctx: Ctx) -> web.StreamResponse:
+    """One officer."""
+    return ok(await ctx.services.officers.get(ctx.params["officer_id"]))
+
+
+async def officers_patch(ctx: Ctx) -> web.StreamResponse:
+    """Update an officer."""
+    if not ctx.body:
+        raise BadRequest("nothing to change", code="missing_field")
+    return ok(await ctx.services.officers.update(ctx.params["officer_id"], ctx.body))
+
+
+async def enroll_tokens_add(ctx: Ctx) -> web.StreamResponse:
+    """Create a one-time enrollment token."""
+    created = await ctx.services.devices.create_enrollment_token(ctx.actor, ctx.body.get("ttl_s"),
+                                                                 ctx.body.get("note"))
+    return ok(created.to_json(), 201)
+
+
+async def enroll_tokens_list(ctx: Ctx) -> web.StreamResponse:
+    """List enrollment tokens."""
+    return ok({"tokens": await ctx.services.devices.list_enrollment_tokens()})
+
+
+async def devices_list(ctx: Ctx) -> web.StreamResponse:
+    """List devices."""
+    return ok({"devices": await ctx.services.devices.list(ctx.params.get("state"))})
+
+
+async def devices_get(ctx: Ctx) -> web.StreamResponse:
+    """One device with its current assignment."""
+    device = await ctx.services.devices.get(ctx.params["device_id"])
+    device["assignment"] = await ctx.services.officers.current(ctx.params["device_id"])
+    return ok(device)
+
+
+async def devices_certificate(ctx: Ctx) -> web.StreamResponse:
+    """The device certificate envelope."""
+    return envelope_response(await ctx.services.devices.certificate(ctx.params["device_id"]))
+
+
+async def devices_set_state(ctx: Ctx) -> web.StreamResponse:
+    """Change a device's state (records the sequence cutoff)."""
+    return ok(await ctx.services.devices.set_state(ctx.params["device_id"], ctx.body["state"], ctx.actor,
+                                                   ctx.body.get("reason")))
+
+
+async def devices_states(ctx: Ctx) -> web.StreamResponse:
+    """State history."""
+    return ok({"states": await ctx.services.devices.state_history(ctx.params["device_id"])})
+
+
+async def devices_keys(ctx: Ctx) -> web.StreamResponse:
+    """Key history."""
+    return ok({"keys": await ctx.services.devices.keys(ctx.params["device_id"])})
+
+
+async def assignments_add(ctx: Ctx) -> web.StreamResponse:
+    """Assign the device to an officer."""
+    return ok(await ctx.services.officers.assign(ctx.params["device_id"], ctx.body["officer_id"],
+                                                 ctx.body.get("from_ms"), ctx.actor), 201)
+
+
+async def assignments_list(ctx: Ctx) -> web.StreamResponse:
+    """Assignment history."""
+    await ctx.services.devices.get(ctx.params["device_id"])
+    return ok({"assignments": await ctx.services.officers.history(ctx.params["device_id"])})
+
+
+async def unassign(ctx: Ctx) -> web.StreamResponse:
+    """End the current assignment."""
+    await ctx.services.devices.get(ctx.params["device_id"])
+    return ok({"ended": await ctx.services.officers.unassign(ctx.params["device_id"], ctx.actor)})
+
+
+async def entries_list(ctx: Ctx) -> web.StreamResponse:
+    """A device's entries."""
+    await ctx.services.devices.get(ctx.params["device_id"])
+    return ok({"entries": await ctx.services.ingest.list_entries(
+        ctx.params["device_id"], ctx.params.get("from_seq", 0), ctx.params.get("limit", 100))})
+
+
+async def entries_get(ctx: Ctx) -> web.StreamResponse:
+    """One entry with its receipt and verification steps."""
+    return ok((await ctx.services.ingest.entry(ctx.params["device_id"], ctx.params["seq"])).to_json())
+
+
+async def findings_list(ctx: Ctx) -> web.StreamResponse:
+    """Findings."""
+    p = ctx.params
+    return ok({"findings": await ctx.services.findings.list(
+        device_id=p.get("device_id"), code=p.get("code"), open_only=p.get("open", False),
+        after_id=p.get("after_id", 0), limit=p.get("limit", 100))})
+
+
+async def server_keys(ctx: Ctx) -> web.StreamResponse:
+    """The server's public keys, current first."""
+    return ok({"keys": [k.to_json() for k in ctx.services.keyring.history]})
+
+
+async def server_keys_rotate(ctx: Ctx) -> web.StreamResponse:
+    """Rotate the server key."""
+    new = await ctx.services.keyring.rotate()
+    return ok({"current": new.to_json(), "keys": [k.to_json() for k in ctx.services.keyring.history]})
+
+
+def _device(ctx: Ctx) -> str:
+    assert ctx.principal is not None and ctx.principal.kind == "device"
+    return ctx.principal.name
+
+
+async def device_self(ctx: Ctx) -> web.StreamResponse:
+    """The calling device's record, assignment and the server keys."""
+    dev = _device(ctx)
+    device = await ctx.services.devices.get(dev)
+    device["assignment"] = await ctx.services.officers.current(dev)
+    device["server_keys"] = [k.to_json() for k in ctx.services.keyring.history]
+    return ok(device)
+
+
+async def device_announce(ctx: Ctx) -> web.StreamResponse:
+    """Announce an entry (chunk manifest or recording event)."""
+    result = await ctx.services.ingest.announce(ctx.raw, source="http", device_id=_device(ctx))
+    return ok(result.to_json(), 201 if result.created else 200)
+
+
+async def device_entry(ctx: Ctx) -> web.StreamResponse:
+    """One of the device's entries (with a fresh upload target while not verified)."""
+    return ok((await ctx.services.ingest.device_entry(_device(ctx), ctx.params["seq"])).to_json())
+
+
+async def device_verify(ctx: Ctx) -> web.StreamResponse:
+    """Verify an uploaded chunk and get its receipt."""
+    return ok((await ctx.services.ingest.verify(_device(ctx), ctx.params["seq"])).to_json())
+
+
+async def device_rotate(ctx: Ctx) -> web.StreamResponse:
+    """Rotate the device key."""
+    return ok(await ctx.services.devices.rotate_key(_device(ctx), ctx.raw))
+
+
+async def upload(ctx: Ctx) -> web.StreamResponse:
+    """Bytes PUT to a local upload URL."""
+    store = ctx.services.store
+    key = ctx.params["key"]
+    check_upload_key(key)
+    q = ctx.request.query
+    if not isinstance(store, LocalStore):
+        raise BadRequest("this server stores footage in S3: upload to the presigned URL", code="wrong_store")
+    try:
+        sha256, size, expires, sig = q["sha256"], int(q["size"]), int(q["expires"]), q["sig"]
+    except (KeyError, ValueError):
+        raise Unauthorized("upload URL is missing its authorization", code="bad_upload_signature") from None
+    if not store.check_upload(key, sha256, size, expires, sig):
+        raise Unauthorized("upload URL signature does not verify", code="bad_upload_signature")
+    if expires < ctx.services.clock.now_ms():
+        raise Unauthorized("upload URL has expired: ask for a new target", code="upload_url_expired")
+    result = await ctx.services.ingest.store_upload(key, sha256, size, ctx.raw)
+    return ok(result, 201 if result["stored"] else 200)
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+ENTRY_QUERY = {"from_seq": F("integer", "first sequence number", required=False, lo=0, hi=2**53 - 1),
+               "limit": F("integer", "page size", required=False, lo=1, hi=1000)}
+FINDING_QUERY = {
+    "device_id": F("string", "only this device", required=False, pattern=r"[a-z2-7]{24}", max_len=24),
+    "code": F("string", "only this finding code", required=False, pattern=r"[a-z_.]{1,64}", max_len=64),
+    "open": F("boolean", "only open findings", required=False),
+    "after_id": F("integer", "page after this id", required=False, lo=0, hi=2**53 - 1),
+    "limit": F("integer", "page size", required=False, lo=1, hi=1000),
+}
+STATE_QUERY = {"state": F("string", "only devices in this state", required=False,
+                          enum=("active", "suspended", "lost", "revoked"))}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, PUBLIC, "liveness", "meta"),
+    Route("GET", "/api/openapi.json", openapi_doc, PUBLIC, "this OpenAPI document", "meta"),
+    Route("POST", "/api/v1/enroll", enroll, ENROLL, "enroll a device (signed EnrollmentRequest with a one-time "
+          "token); answers a signed EnrollmentAnswer", "enrollment", body=ENVELOPE, ok_status=201),
+    Route("GET", "/api/v1/me", me, ALL, "the authenticated principal", "accounts"),
+    Route("GET", "/api/v1/users", users_list, ACCOUNT_READERS, "list users", "accounts"),
+    Route("POST", "/api/v1/users", users_add, ADMINS, "create a user; the token is shown once", "accounts",
+          body=USER_ADD, ok_status=201),
+    Route("GET", "/api/v1/users/{name}", users_get, ACCOUNT_READERS, "one user", "accounts"),
+    Route("POST", "/api/v1/users/{name}/disable", users_disable, ADMINS, "disable a user and all their tokens",
+          "accounts"),
+    Route("GET", "/api/v1/users/{name}/tokens", tokens_list, ACCOUNT_READERS, "a user's tokens (no secrets)",
+          "accounts"),
+    Route("POST", "/api/v1/users/{name}/tokens", tokens_add, ADMINS, "another token for a user (shown once)",
+          "accounts", body=TOKEN_ADD, ok_status=201),
+    Route("POST", "/api/v1/tokens/{token_id}/revoke", tokens_revoke, ADMINS, "revoke a token", "accounts"),
+    Route("GET", "/api/v1/officers", officers_list, OFFICER_READERS, "list officers", "officers"),
+    Route("POST", "/api/v1/officers", officers_add, DEVICE_ADMINS, "add an officer", "officers", body=OFFICER_ADD,
+          ok_status=201),
+    Route("GET", "/api/v1/officers/{officer_id}", officers_get, OFFICER_READERS, "one officer", "officers"),
+    Route("PATCH", "/api/v1/officers/{officer_id}", officers_patch, DEVICE_ADMINS, "update an officer",
+          "officers", body=OFFICER_PATCH),
+    Route("POST", "/api/v1/enrollment-tokens", enroll_tokens_add, DEVICE_ADMINS,
+          "create a one-time enrollment token (shown once)", "enrollment", body=ENROLL_TOKEN_ADD, ok_status=201),
+    Route("GET", "/api/v1/enrollment-tokens", enroll_tokens_list, TOKEN_READERS, "list enrollment tokens",
+          "enrollment"),
+    Route("GET", "/api/v1/devices", devices_list, FLEET_READERS, "list devices", "devices", query=STATE_QUERY),
+    Route("GET", "/api/v1/devices/{device_id}", devices_get, FLEET_READERS, "one device", "devices"),
+    Route("GET", "/api/v1/devices/{device_id}/certificate", devices_certificate, FLEET_READERS,
+          "the device certificate (signed envelope)", "devices"),
+    Route("POST", "/api/v1/devices/{device_id}/state", devices_set_state, DEVICE_ADMINS,
+          "change state (active, suspended, lost, revoked), recording the sequence cutoff", "devices",
+          body=STATE_SET),
+    Route("GET", "/api/v1/devices/{device_id}/states", devices_states, FLEET_READERS, "state history", "devices"),
+    Route("GET", "/api/v1/devices/{device_id}/keys", devices_keys, FLEET_READERS, "key history", "devices"),
+    Route("POST", "/api/v1/devices/{device_id}/assignments", assignments_add, DEVICE_ADMINS,
+          "assign to an officer (refused when the officer's certificate has expired)", "devices", body=ASSIGN,
+          ok_status=201),
+    Route("GET", "/api/v1/devices/{device_id}/assignments", assignments_list, FLEET_READERS,
+          "assignment history", "devices"),
+    Route("POST", "/api/v1/devices/{device_id}/unassign", unassign, DEVICE_ADMINS, "end the current assignment",
+          "devices"),
+    Route("GET", "/api/v1/devices/{device_id}/entries", entries_list, EVIDENCE_READERS, "a device's entries",
+          "entries", query=ENTRY_QUERY),
+    Route("GET", "/api/v1/devices/{device_id}/entries/{seq}", entries_get, EVIDENCE_READERS,
+          "one entry with its receipt and verification steps", "entries"),
+    Route("GET", "/api/v1/findings", findings_list, EVIDENCE_READERS, "findings", "findings", query=FINDING_QUERY),
+    Route("GET", "/api/v1/server-keys", server_keys, ALL, "server public keys, current first", "keys"),
+    Route("POST", "/api/v1/server-keys/rotate", server_keys_rotate, ADMINS,
+          "make a new server key; earlier keys stay valid for verification", "keys"),
+    Route("GET", "/api/v1/device/self", device_self, DEVICES, "the calling device, its assignment, server keys",
+          "device"),
+    Route("POST", "/api/v1/device/entries", device_announce, DEVICES,
+          "announce a signed entry; a manifest gets its upload target, an event its receipt", "device",
+          body=ENVELOPE, ok_status=201),
+    Route("GET", "/api/v1/device/entries/{seq}", device_entry, DEVICES,
+          "state of one of the device's entries (fresh upload target while unverified)", "device"),
+    Route("POST", "/api/v1/device/entries/{seq}/verify", device_verify, DEVICES,
+          "verify an uploaded chunk; answers its signed receipt", "device"),
+    Route("POST", "/api/v1/device/key-rotation", device_rotate, DEVICES,
+          "replace the device key (KeyRotation signed by the current key)", "device", body=ENVELOPE),
+    Route("PUT", "/api/v1/upload/{key:.+}", upload, UPLOAD,
+          "local store: upload chunk bytes to the URL an upload target named", "device", body="bytes",
+          ok_status=201, response="application/json"),
+)
+
+
+def add_routes(app: web.Application, services: Services) -> None:
+    """Register every route on ``app``."""
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, wrap(route, services))

@@ -1,0 +1,197 @@
+"""``create_app(config) -> web.Application`` and running it on a socket.
+
+State lives on typed ``web.AppKey``s, never in module globals; everything opened at start-up
+(database pool, store clients, background tasks) is closed in ``on_cleanup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from custody.clock import Clock, SystemClock
+from server.api.problem import problem_middleware
+from server.api.routes import add_routes
+from server.auth import Authenticator
+from server.config import ServerConfig
+from server.datadir import DataDir, write_private
+from server.db.database import Database, database_url
+from server.keyring import ServerKeyring
+from server.services import Services
+from server.services.accounts import AccountsService
+from server.services.devices import DevicesService
+from server.services.findings import FindingsService
+from server.services.ingest import IngestService
+from server.services.officers import OfficersService
+from server.storage.base import FootageStore
+from server.storage.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
+DECODE_QUEUE = web.AppKey("decode_queue", asyncio.Queue[tuple[str, int]])
+
+#: Seconds between background duties.
+NONCE_PRUNE_S = 60.0
+KEY_REFRESH_S = 30.0
+
+
+def make_store(config: ServerConfig, datadir: DataDir, clock: Clock) -> FootageStore:
+    """The configured footage store (no I/O yet)."""
+    if config.storage.backend == "s3":
+        from server.storage.s3 import S3Store
+
+        return S3Store(config.storage.s3, clock)
+    secret = (config.auth.upload_secret.reveal().encode() if config.auth.upload_secret
+              else datadir.upload_secret_bytes())
+    return LocalStore(config.storage.local_path or datadir.footage, base_url=config.http.public_url or "",
+                      upload_secret=secret)
+
+
+def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Application:
+    """The aiohttp application; connections and tasks are opened on start-up and closed on cleanup."""
+    clock = clock or SystemClock()
+    datadir = DataDir(config.data_dir)
+    datadir.ensure()
+    db = Database.connect(
+        database_url(config.database.url, datadir.sqlite_path,
+                     config.database.password.reveal() if config.database.password else None),
+        pool_size=config.database.pool_size, echo=config.database.echo)
+    store = make_store(config, datadir, clock)
+    keyring = ServerKeyring(db, datadir.keys, clock)
+    decode_queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    window_ms = config.auth.request_window_s * 1000
+    services = Services(
+        config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
+        authenticator=Authenticator(db, clock, window_ms),
+        accounts=AccountsService(db, clock, config.auth.token_ttl_days),
+        officers=OfficersService(db, clock),
+        devices=DevicesService(db, clock, keyring, config.mqtt, window_ms, config.auth.enrollment_token_ttl_s),
+        ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue),
+        findings=FindingsService(db),
+    )
+    # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
+    app = web.Application(middlewares=[problem_middleware],
+                          client_max_size=max(config.ingest.max_chunk_bytes, config.http.max_json_bytes) + 1024)
+    app[SERVICES] = services
+    app[TASKS] = []
+    app[DECODE_QUEUE] = decode_queue
+    add_routes(app, services)
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _startup(app: web.Application) -> None:
+    s = app[SERVICES]
+    await s.db.migrate()
+    await s.keyring.load()
+    await s.store.start()
+    issued = await s.accounts.bootstrap_admin()
+    if issued is not None:
+        try:
+            write_private(s.datadir.admin_token, issued.token + "\n")
+            log.warning("created user 'admin'; its token is in %s (mode 0600)", s.datadir.admin_token)
+        except FileExistsError:
+            log.error("%s exists from an earlier database; the new admin token was NOT written", s.datadir.admin_token)
+    tasks = app[TASKS]
+    tasks.append(asyncio.create_task(_every(s.clock, NONCE_PRUNE_S, s.authenticator.prune_nonces), name="nonces"))
+    tasks.append(asyncio.create_task(_every(s.clock, KEY_REFRESH_S, s.keyring.refresh), name="keys"))
+    queue = app[DECODE_QUEUE]
+    for pending in await s.ingest.pending_decodes():
+        queue.put_nowait(pending)
+    for i in range(s.config.ingest.decode_workers):
+        tasks.append(asyncio.create_task(_decode_worker(s, queue), name=f"decode-{i}"))
+
+
+async def _cleanup(app: web.Application) -> None:
+    for task in app[TASKS]:
+        task.cancel()
+    for task in app[TASKS]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    s = app[SERVICES]
+    await s.store.close()
+    await s.db.close()
+
+
+async def _every(clock: Clock, seconds: float, duty: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        await clock.sleep(seconds)
+        try:
+            await duty()
+        except Exception:  # a periodic duty must survive one failure (database restarting, ...)
+            log.exception("periodic duty failed")
+
+
+async def _decode_worker(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> None:
+    while True:
+        device_id, seq = await queue.get()
+        try:
+            await s.ingest.decode_one(device_id, seq)
+        except Exception:  # recorded as not decoded; the scrubber retries later
+            log.exception("first-keyframe decode of %s/%s failed to run", device_id, seq)
+        finally:
+            queue.task_done()
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """A TLS context when a certificate is configured."""
+    if config.http.tls_cert is None or config.http.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.http.tls_cert, config.http.tls_key)
+    return ctx
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A started server: its URL, its services, and how to stop it."""
+
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def services(self) -> Services:
+        """The services of the running app."""
+        return self.app[SERVICES]
+
+    async def stop(self) -> None:
+        """Stop listening and run the cleanup."""
+        self.services.datadir.clear_server_info(os.getpid())
+        await self.runner.cleanup()
+
+
+async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
+    """Create the app, bind it, and record its URL (port 0 picks a free port)."""
+    app = create_app(config, clock)
+    runner = web.AppRunner(app, access_log=logging.getLogger("custody.access") if config.http.access_log else None)
+    await runner.setup()
+    tls = ssl_context(config)
+    site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    port = sockets[0].getsockname()[1] if sockets else config.http.port
+    url = config.http.public_url or f"{'https' if tls else 'http'}://{config.http.host}:{port}"
+    services = app[SERVICES]
+    services.devices.api_url = url.rstrip("/")
+    if isinstance(services.store, LocalStore):
+        services.store.set_base_url(url)
+    services.datadir.write_server_info({"url": url, "pid": os.getpid(),
+                                        "server_key_fingerprint": services.keyring.current.public.fingerprint})
+    return RunningServer(url, app, runner)

@@ -1,0 +1,231 @@
+"""The database schema, as SQLAlchemy Core tables (no ORM): one code path for SQLite and PostgreSQL.
+
+Conventions: times are integer milliseconds since the epoch (``*_ms``, like the wire contract);
+sequence numbers are 64-bit; signed messages are stored as their exact received bytes
+(``LargeBinary``) and never re-serialized; nothing that is evidence is ever updated in place
+except state columns that move forward (an entry's state, a finding's ``closed_ms``). Later
+parts of the system add tables and columns through Alembic migrations in
+``server/migrations/versions``; a test checks the migrations build exactly this schema.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: Deterministic constraint names, so migrations on SQLite and PostgreSQL name things alike.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+Ms = sa.BigInteger
+Seq = sa.BigInteger
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=True),
+    sa.Column("disabled_ms", Ms, nullable=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    # The public id (shown in lists, used to revoke); the secret itself is only stored hashed.
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(200), nullable=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("expires_ms", Ms, nullable=True),
+    sa.Column("revoked_ms", Ms, nullable=True),
+    sa.Column("last_used_ms", Ms, nullable=True),
+)
+
+server_keys = sa.Table(
+    "server_keys",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("retired_ms", Ms, nullable=True),
+)
+
+officers = sa.Table(
+    "officers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("unit", sa.String(200), nullable=False),
+    sa.Column("cert_number", sa.String(64), nullable=False, unique=True),
+    sa.Column("cert_expires_ms", Ms, nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("updated_ms", Ms, nullable=False),
+)
+
+enrollment_tokens = sa.Table(
+    "enrollment_tokens",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("expires_ms", Ms, nullable=False),
+    sa.Column("note", sa.String(200), nullable=True),
+    # The server key the token pins: the enrollment answer is signed by exactly this key.
+    sa.Column("server_key_id", sa.String(16), nullable=False),
+    sa.Column("used_ms", Ms, nullable=True),
+    sa.Column("device_id", sa.String(24), nullable=True),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("serial", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("firmware", sa.String(64), nullable=False),
+    # The key the device signs requests with now; every key it ever held is in device_keys.
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("enrolled_ms", Ms, nullable=False),
+    sa.Column("enrollment_token_id", sa.String(16), sa.ForeignKey("enrollment_tokens.id"), nullable=True),
+    sa.Column("certificate", sa.LargeBinary, nullable=False),
+    sa.Column("last_seen_ms", Ms, nullable=True),
+    # Highest sequence number known from entries; gaps below it are findings.
+    sa.Column("highest_seq", Seq, nullable=True),
+    # Highest sequence number with a receipt: the cutoff a state change records.
+    sa.Column("receipted_seq", Seq, nullable=True),
+)
+
+device_keys = sa.Table(
+    "device_keys",
+    metadata,
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("retired_ms", Ms, nullable=True),
+    # Entries signed by a retired key above this sequence are stored but untrusted.
+    sa.Column("retired_after_seq", Seq, nullable=True),
+    # The KeyRotation envelope (signed by the previous key) that introduced this key; null at enrollment.
+    sa.Column("rotation", sa.LargeBinary, nullable=True),
+)
+
+device_states = sa.Table(
+    "device_states",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    # Last receipted sequence at the change: trust of an entry is decided by its seq against this.
+    sa.Column("cutoff_seq", Seq, nullable=True),
+    sa.Column("changed_ms", Ms, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=True),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("officer_id", sa.String(64), sa.ForeignKey("officers.id"), nullable=False, index=True),
+    sa.Column("from_ms", Ms, nullable=False),
+    sa.Column("until_ms", Ms, nullable=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Index(None, "device_id", "from_ms"),
+)
+
+request_nonces = sa.Table(
+    "request_nonces",
+    metadata,
+    # The primary key is the replay check: a second insert of the same nonce fails in any process.
+    sa.Column("device_id", sa.String(24), primary_key=True),
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("time_ms", Ms, nullable=False),
+    sa.Column("seen_ms", Ms, nullable=False, index=True),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("seq", Seq, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # chunk | event
+    sa.Column("payload_type", sa.String(64), nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),  # exact bytes as received
+    sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prev", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("recording_id", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(16), nullable=True),  # start | stop | interrupted for events
+    sa.Column("officer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("case_step", sa.String(64), nullable=True, index=True),
+    sa.Column("time_ms", Ms, nullable=False),  # device clock: chunk start or event time
+    sa.Column("duration_ms", sa.Integer, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # protocol.states.ChunkState
+    sa.Column("trusted", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(8), nullable=False),  # http | mqtt
+    sa.Column("received_ms", Ms, nullable=False),
+    sa.Column("object_key", sa.String(256), nullable=True),
+    sa.Column("uploaded_ms", Ms, nullable=True),
+    sa.Column("verified_ms", Ms, nullable=True),
+    sa.Column("stored_sha256", sa.String(64), nullable=True),
+    sa.Column("receipt", sa.LargeBinary, nullable=True),  # signed Receipt envelope
+    sa.Column("verification", sa.JSON, nullable=True),  # the numbered steps of the last verification
+    sa.Column("decode", sa.String(16), nullable=True),  # first-keyframe decode: ok | failed
+    sa.Index(None, "device_id", "recording_id"),
+    sa.Index(None, "state", "received_ms"),
+    sa.Index(None, "time_ms"),
+)
+
+conflicts = sa.Table(
+    "conflicts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("seq", Seq, nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("received_ms", Ms, nullable=False),
+    # Where the conflicting body is kept aside once the device hands it over (never the original's key).
+    sa.Column("evidence_key", sa.String(256), nullable=True),
+    sa.Column("evidence_stored_ms", Ms, nullable=True),
+    sa.Index(None, "device_id", "seq"),
+)
+
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(64), nullable=False),  # protocol.findings registry
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("device_id", sa.String(24), nullable=True),
+    sa.Column("seq", Seq, nullable=True),
+    # Makes recording the same fact twice a no-op (e.g. "gap:DEVICE:5-9").
+    sa.Column("dedup_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("message", sa.String(1000), nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("opened_ms", Ms, nullable=False),
+    sa.Column("closed_ms", Ms, nullable=True),
+    sa.Column("closed_reason", sa.String(200), nullable=True),
+    sa.Index(None, "device_id", "code", "closed_ms"),
+    sa.Index(None, "code", "opened_ms"),
+)

@@ -1,0 +1,41 @@
+"""The server's services: the logic between HTTP (or MQTT) handlers and the database and stores.
+
+Handlers stay thin: they decode a request, call one service method, encode the answer. Services
+take a :class:`custody.clock.Clock`, a :class:`server.db.database.Database` and stores; they
+raise :mod:`server.errors` for anything a client caused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from custody.clock import Clock
+from server.auth import Authenticator
+from server.config import ServerConfig
+from server.datadir import DataDir
+from server.db.database import Database
+from server.keyring import ServerKeyring
+from server.services.accounts import AccountsService
+from server.services.devices import DevicesService
+from server.services.findings import FindingsService
+from server.services.ingest import IngestService
+from server.services.officers import OfficersService
+from server.storage.base import FootageStore
+
+
+@dataclass(slots=True)
+class Services:
+    """Every service of one server process (what handlers reach through ``app[SERVICES]``)."""
+
+    config: ServerConfig
+    clock: Clock
+    datadir: DataDir
+    db: Database
+    store: FootageStore
+    keyring: ServerKeyring
+    authenticator: Authenticator
+    accounts: AccountsService
+    officers: OfficersService
+    devices: DevicesService
+    ingest: IngestService
+    findings: FindingsService

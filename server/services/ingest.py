@@ -1,0 +1,578 @@
+"""Ingest: entries announced, bytes stored, chunks verified, receipts signed.
+
+This service is transport-independent: the HTTP handlers call it now, and the MQTT subscriber of
+the sync part will call :meth:`IngestService.announce` with the same entry bytes it receives on
+``custody/v1/devices/{id}/entry`` (``source="mqtt"``), publishing the returned receipt of a
+recording event on the receipt topic. Whichever of the two paths delivers an entry first wins;
+the other gets the same answer (idempotent).
+
+Nothing here deletes or overwrites anything: an entry row, once written, only moves its state
+forward (protocol/states.py), gains its receipt, or is marked untrusted; a different entry for a
+used sequence number is refused and kept aside in ``conflicts`` as evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from custody.clock import Clock
+from protocol import findings as F
+from protocol.chain import entry_hash
+from protocol.envelope import Envelope
+from protocol.errors import RemoteProtocolError, SignatureError
+from protocol.keys import VerifyKey
+from protocol.messages import ChunkManifest, Receipt, RecordingEvent, parse_entry
+from protocol.states import ChunkEvent, ChunkState, advance
+from server.config import IngestConfig
+from server.db.database import Database
+from server.db.dialect import insert_ignore
+from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings, officers
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from server.keyring import ServerKeyring
+from server.media import check_chunk
+from server.services.findings import close_finding, open_finding
+from server.services.officers import assignment_at
+from server.storage.base import FootageStore, UploadTarget, conflict_key, is_valid_key, object_key
+from server.trust import entry_trusted
+from server.verification import (
+    FAIL,
+    FINDING,
+    PASS,
+    PROVISIONAL,
+    SKIPPED,
+    STEP_BYTES,
+    STEP_CHAIN,
+    STEP_MEDIA,
+    STEP_SIGNATURE,
+    STEP_STORAGE,
+    Checklist,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK, EVENT = "chunk", "event"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What a device learns about one of its entries."""
+
+    device_id: str
+    seq: int
+    kind: str
+    entry_hash: str
+    state: str
+    trusted: bool
+    created: bool = False
+    upload: UploadTarget | None = None
+    receipt: bytes | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """API form; the receipt is the signed envelope's exact bytes as a string (they are ASCII JSON)."""
+        return {
+            "device_id": self.device_id,
+            "seq": self.seq,
+            "kind": self.kind,
+            "entry_hash": self.entry_hash,
+            "state": self.state,
+            "trusted": self.trusted,
+            "upload": self.upload.to_json() if self.upload else None,
+            "receipt": self.receipt.decode("ascii") if self.receipt is not None else None,
+            "verification": self.steps,
+        }
+
+
+def _parse(body: bytes) -> tuple[Envelope, ChunkManifest | RecordingEvent]:
+    try:
+        envelope = Envelope.from_bytes(body)
+        return envelope, parse_entry(envelope)
+    except SignatureError as exc:  # wrong payload type / algorithm: the message is malformed for us
+        raise BadRequest(f"not a chain entry: {exc.message}", code=exc.code) from None
+
+
+class IngestService:
+    """Announce, upload, verify, receipt."""
+
+    def __init__(self, db: Database, clock: Clock, keyring: ServerKeyring, store: FootageStore,
+                 config: IngestConfig, decode_queue: asyncio.Queue[tuple[str, int]] | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.keyring = keyring
+        self.store = store
+        self.config = config
+        self.decode_queue = decode_queue
+
+    # -- (a) announce -----------------------------------------------------------------------
+
+    async def announce(self, body: bytes, *, source: str, device_id: str | None = None) -> IngestResult:
+        """Record a signed entry (chunk manifest or recording event) before any bytes arrive.
+
+        ``device_id`` is the authenticated sender when there is one (HTTP): a device may only
+        announce its own entries. Refused, with nothing stored: malformed entries, unknown devices
+        or keys, bad signatures. A different entry for a used sequence number is refused as a
+        conflict and kept aside as evidence. A manifest's answer carries its upload target; a
+        recording event's carries its receipt at once.
+        """
+        envelope, entry = _parse(body)
+        if device_id is not None and entry.device_id != device_id:
+            raise Forbidden(f"entry names device {entry.device_id}, the request is signed by {device_id}",
+                            code="wrong_device")
+        kind = CHUNK if isinstance(entry, ChunkManifest) else EVENT
+        if isinstance(entry, ChunkManifest) and entry.size > self.config.max_chunk_bytes:
+            raise PayloadTooLarge(f"chunk of {entry.size} bytes exceeds the limit of {self.config.max_chunk_bytes}",
+                                  code="chunk_too_large")
+        h = entry_hash(envelope.raw)
+        now = self.clock.now_ms()
+        conflict: Conflict | None = None
+        async with self.db.write() as conn:
+            device = (await conn.execute(self.db.lock_device(
+                sa.select(devices).where(devices.c.id == entry.device_id)))).first()
+            if device is None:
+                raise NotFound(f"device {entry.device_id} is not enrolled", code="unknown_device")
+            key_row = (await conn.execute(sa.select(device_keys).where(
+                device_keys.c.device_id == entry.device_id, device_keys.c.key_id == envelope.key_id))).first()
+            if key_row is None:
+                raise SignatureError(f"key {envelope.key_id} is not a key of device {entry.device_id}",
+                                     code="unknown_key")
+            envelope.verify(VerifyKey(key_row.alg, bytes(key_row.public_key)))
+            existing = (await conn.execute(sa.select(entries).where(
+                entries.c.device_id == entry.device_id, entries.c.seq == entry.seq))).first()
+            if existing is not None and existing.entry_hash == h:
+                state = ChunkState(existing.state)
+                if kind == CHUNK:
+                    new_state = advance(state, ChunkEvent.ANNOUNCE)  # legal from every state but committed
+                    assert new_state == state
+                await conn.execute(devices.update().where(devices.c.id == device.id).values(last_seen_ms=now))
+                result = self._result(existing, created=False)
+            elif existing is not None:
+                conflict = await self._record_conflict(conn, envelope, entry, existing, now)
+                result = None
+            else:
+                result = await self._insert(conn, device, key_row, envelope, entry, kind, h, source, now)
+        if conflict is not None:
+            raise conflict
+        assert result is not None
+        if kind == CHUNK and result.state != ChunkState.VERIFIED:
+            assert isinstance(entry, ChunkManifest)
+            result.upload = self.store.upload_target(object_key(entry.device_id, entry.seq, entry.sha256),
+                                                     entry.sha256, entry.size, now, self.config.upload_ttl_s)
+        return result
+
+    async def _record_conflict(self, conn: AsyncConnection, envelope: Envelope,
+                               entry: ChunkManifest | RecordingEvent, existing: Any, now: int) -> Conflict:
+        sha = entry.sha256 if isinstance(entry, ChunkManifest) else None
+        h = entry_hash(envelope.raw)
+        await insert_ignore(conn, conflicts, {
+            "device_id": entry.device_id, "seq": entry.seq, "envelope": envelope.raw, "entry_hash": h,
+            "sha256": sha, "received_ms": now}, ["entry_hash"])
+        await open_finding(
+            conn, F.CHUNK_CONFLICT, entry.device_id,
+            f"a different entry was offered for seq {entry.seq}; the original {existing.entry_hash[:16]}… is kept",
+            {"seq": entry.seq, "original_entry_hash": existing.entry_hash, "conflicting_entry_hash": h,
+             "original_sha256": existing.sha256, "conflicting_sha256": sha},
+            now, device_id=entry.device_id, seq=entry.seq, dedup_key=f"conflict:{h}")
+        extra: dict[str, Any] = {"seq": entry.seq, "existing_entry_hash": existing.entry_hash}
+        if isinstance(entry, ChunkManifest):
+            # The conflicting body is evidence too: the device may hand it over, kept aside under conflicts/.
+            extra["evidence_upload"] = self.store.upload_target(
+                conflict_key(entry.device_id, entry.seq, entry.sha256), entry.sha256, entry.size, now,
+                self.config.upload_ttl_s).to_json()
+        return Conflict(f"seq {entry.seq} of device {entry.device_id} already holds a different entry; "
+                        "the original is kept and this one is recorded as a conflict", code="chunk_conflict", **extra)
+
+    async def _insert(self, conn: AsyncConnection, device: Any, key_row: Any, envelope: Envelope,
+                      entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str, now: int) -> IngestResult:
+        changes = (await conn.execute(sa.select(device_states.c.state, device_states.c.cutoff_seq).where(
+            device_states.c.device_id == device.id).order_by(device_states.c.id))).all()
+        trusted = entry_trusted([(c.state, c.cutoff_seq) for c in changes], entry.seq, key_row.retired_after_seq)
+        is_chunk = isinstance(entry, ChunkManifest)
+        values: dict[str, Any] = {
+            "device_id": entry.device_id, "seq": entry.seq, "kind": kind, "payload_type": envelope.payload_type,
+            "envelope": envelope.raw, "entry_hash": h, "prev": entry.prev, "key_id": envelope.key_id,
+            "recording_id": entry.recording_id, "officer_id": entry.officer_id, "case_step": entry.case_step,
+            "trusted": trusted, "source": source, "received_ms": now,
+            "state": ChunkState.ANNOUNCED.value,
+        }
+        if isinstance(entry, ChunkManifest):
+            values.update(time_ms=entry.start_ms, duration_ms=entry.duration_ms, sha256=entry.sha256,
+                          size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
+        else:
+            values.update(time_ms=entry.time_ms, event=entry.event)
+        await conn.execute(entries.insert().values(**values))
+        chain = await self._chain_checks(conn, entry, h, now)
+        await self._gaps(conn, device, entry.seq, now)
+        await self._officer_checks(conn, entry, values["time_ms"], now)
+        if not trusted:
+            await open_finding(conn, F.ENTRY_UNTRUSTED, entry.device_id,
+                               f"seq {entry.seq} follows a trust cutoff of device {entry.device_id}",
+                               {"seq": entry.seq, "key_id": envelope.key_id}, now, device_id=entry.device_id,
+                               seq=entry.seq, dedup_key=f"untrusted:{entry.device_id}:{entry.seq}")
+        update: dict[str, Any] = {"last_seen_ms": now}
+        if device.highest_seq is None or entry.seq > device.highest_seq:
+            update["highest_seq"] = entry.seq
+        await conn.execute(devices.update().where(devices.c.id == device.id).values(**update))
+        steps = Checklist()
+        if not is_chunk:
+            # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
+            steps.add(STEP_BYTES, SKIPPED, "a recording event has no bytes")
+            steps.add(STEP_SIGNATURE, PASS, f"key {envelope.key_id}" + ("" if trusted else "; untrusted (cutoff)"))
+            steps.add(STEP_CHAIN, *chain)
+            steps.add(STEP_MEDIA, SKIPPED, "a recording event has no media")
+            steps.add(STEP_STORAGE, SKIPPED, "a recording event has no bytes")
+            receipt = self._sign_receipt(entry.device_id, entry.seq, h, "", None, now)
+            await conn.execute(entries.update().where(entries.c.device_id == entry.device_id,
+                                                      entries.c.seq == entry.seq).values(
+                state=ChunkState.VERIFIED.value, verified_ms=now, receipt=receipt, verification=steps.to_json()))
+            await self._receipted(conn, entry.device_id, entry.seq)
+        row = (await conn.execute(sa.select(entries).where(entries.c.device_id == entry.device_id,
+                                                           entries.c.seq == entry.seq))).one()
+        return self._result(row, created=True)
+
+    def _result(self, row: Any, *, created: bool) -> IngestResult:
+        return IngestResult(
+            device_id=row.device_id, seq=row.seq, kind=row.kind, entry_hash=row.entry_hash, state=row.state,
+            trusted=row.trusted, created=created, receipt=bytes(row.receipt) if row.receipt is not None else None,
+            steps=list(row.verification or []))
+
+    async def _chain_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
+                            now: int) -> tuple[str, str]:
+        """Link checks against the neighbours present now; returns step 3's outcome for this entry."""
+        dev, seq = entry.device_id, entry.seq
+        outcome: tuple[str, str]
+        if seq == 0:
+            outcome = (PASS, "first entry of the chain")
+        else:
+            before = (await conn.execute(sa.select(entries.c.entry_hash).where(
+                entries.c.device_id == dev, entries.c.seq == seq - 1))).first()
+            if before is None:
+                outcome = (PROVISIONAL, f"seq {seq - 1} has not arrived yet (gap finding open)")
+            elif before.entry_hash == entry.prev:
+                outcome = (PASS, f"prev is the hash of seq {seq - 1}")
+            else:
+                outcome = (FINDING, f"prev is not the hash of seq {seq - 1}")
+                await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev, f"seq {seq}: prev is not the hash of seq {seq - 1}",
+                                   {"seq": seq, "prev": entry.prev, "expected_prev": before.entry_hash}, now,
+                                   device_id=dev, seq=seq, dedup_key=f"prev:{dev}:{seq}")
+        after = (await conn.execute(sa.select(entries.c.prev, entries.c.entry_hash).where(
+            entries.c.device_id == dev, entries.c.seq == seq + 1))).first()
+        if after is not None and after.prev != h:
+            await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev, f"seq {seq + 1}: prev is not the hash of seq {seq}",
+                               {"seq": seq + 1, "prev": after.prev, "expected_prev": h}, now,
+                               device_id=dev, seq=seq + 1, dedup_key=f"prev:{dev}:{seq + 1}")
+        sibling = (await conn.execute(sa.select(entries.c.seq).where(
+            entries.c.device_id == dev, entries.c.prev == entry.prev, entries.c.seq != seq).limit(1))).first()
+        if sibling is not None:
+            await open_finding(conn, F.CHAIN_FORK, dev, f"seq {seq} and seq {sibling.seq} follow the same entry",
+                               {"seq": seq, "other_seq": sibling.seq, "prev": entry.prev}, now,
+                               device_id=dev, seq=seq, dedup_key=f"fork:{dev}:{entry.prev}:{seq}")
+        return outcome
+
+    async def _gaps(self, conn: AsyncConnection, device: Any, seq: int, now: int) -> None:
+        """Open a gap finding for sequence numbers skipped; close (and split) the one ``seq`` fills."""
+        dev, highest = device.id, device.highest_seq
+        first_missing = 0 if highest is None else highest + 1
+        if seq > first_missing:
+            await self._open_gap(conn, dev, first_missing, seq - 1, now)
+        elif highest is not None and seq < highest:
+            rows = (await conn.execute(sa.select(findings.c.id, findings.c.evidence).where(
+                findings.c.device_id == dev, findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None)
+            ))).all()
+            for row in rows:
+                first, last = row.evidence["first"], row.evidence["last"]
+                if first <= seq <= last:
+                    await close_finding(conn, row.id, now, f"seq {seq} arrived")
+                    if first < seq:
+                        await self._open_gap(conn, dev, first, seq - 1, now)
+                    if seq < last:
+                        await self._open_gap(conn, dev, seq + 1, last, now)
+
+    async def _open_gap(self, conn: AsyncConnection, dev: str, first: int, last: int, now: int) -> None:
+        count = last - first + 1
+        await open_finding(conn, F.CHAIN_GAP, dev,
+                           f"seq {first}" + (f"..{last}" if last > first else "") + f" missing ({count} entries)",
+                           {"first": first, "last": last}, now, device_id=dev, seq=first,
+                           dedup_key=f"gap:{dev}:{first}-{last}")
+
+    async def _officer_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
+                              now: int) -> None:
+        assignment = await assignment_at(conn, entry.device_id, time_ms)
+        assigned = assignment.officer_id if assignment is not None else None
+        if entry.officer_id != assigned:
+            await open_finding(
+                conn, F.OFFICER_MISMATCH, entry.device_id,
+                f"seq {entry.seq} names officer {entry.officer_id}; the device was assigned to {assigned} then",
+                {"seq": entry.seq, "entry_officer": entry.officer_id, "assigned_officer": assigned,
+                 "time_ms": time_ms, "assignment_id": assignment.id if assignment is not None else None},
+                now, device_id=entry.device_id, seq=entry.seq, dedup_key=f"officer:{entry.device_id}:{entry.seq}")
+        if entry.officer_id is not None:
+            officer = (await conn.execute(sa.select(officers.c.cert_expires_ms, officers.c.cert_number).where(
+                officers.c.id == entry.officer_id))).first()
+            if officer is not None and officer.cert_expires_ms <= time_ms:
+                await open_finding(
+                    conn, F.OFFICER_CERT_EXPIRED, entry.officer_id,
+                    f"seq {entry.seq} of device {entry.device_id} was recorded after certificate "
+                    f"{officer.cert_number} expired",
+                    {"seq": entry.seq, "officer_id": entry.officer_id, "cert_expires_ms": officer.cert_expires_ms,
+                     "time_ms": time_ms}, now, device_id=entry.device_id, seq=entry.seq,
+                    dedup_key=f"cert:{entry.device_id}:{entry.seq}")
+
+    def _sign_receipt(self, device_id: str, seq: int, h: str, key: str, stored_sha256: str | None,
+                      now: int) -> bytes:
+        receipt = Receipt(v=1, device_id=device_id, seq=seq, entry_hash=h, object_key=key,
+                          stored_sha256=stored_sha256, server_time_ms=now, log_index=None, tree_size=None,
+                          server_key_id=self.keyring.current.key_id)
+        return self.keyring.sign(receipt).raw
+
+    async def _receipted(self, conn: AsyncConnection, device_id: str, seq: int) -> None:
+        await conn.execute(devices.update().where(
+            devices.c.id == device_id, sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < seq)
+        ).values(receipted_seq=seq))
+
+    # -- (b) bytes through the server's own endpoint (local store) ------------------------------
+
+    async def store_upload(self, key: str, sha256: str, size: int, body: bytes) -> dict[str, Any]:
+        """Store bytes PUT to a local upload URL (authorization checked by the caller).
+
+        Refused with nothing stored: a body whose size or SHA-256 is not what the URL names.
+        """
+        if len(body) != size:
+            raise BadRequest(f"body is {len(body)} bytes, the upload target is for {size}", code="size_mismatch")
+        actual = hashlib.sha256(body).hexdigest()
+        if actual != sha256:
+            raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
+                             expected=sha256, actual=actual)
+        is_conflict = key.startswith("conflicts/")
+        dev, seq_text, _ = key.removeprefix("conflicts/").split("/")
+        seq = int(seq_text)
+        async with self.db.read() as conn:
+            if is_conflict:
+                row = (await conn.execute(sa.select(conflicts.c.id).where(
+                    conflicts.c.device_id == dev, conflicts.c.seq == seq, conflicts.c.sha256 == sha256))).first()
+            else:
+                row = (await conn.execute(sa.select(entries.c.state).where(
+                    entries.c.device_id == dev, entries.c.seq == seq, entries.c.sha256 == sha256))).first()
+        if row is None:
+            raise NotFound("no entry or conflict for this upload", code="unknown_entry")
+        written = await self.store.put(key, body, sha256)
+        now = self.clock.now_ms()
+        async with self.db.write() as conn:
+            if is_conflict:
+                await conn.execute(conflicts.update().where(conflicts.c.id == row.id,
+                                                            conflicts.c.evidence_key.is_(None))
+                                   .values(evidence_key=key, evidence_stored_ms=now))
+                return {"key": key, "stored": written, "state": "evidence"}
+            state = await self._mark_uploaded(conn, dev, seq, now)
+        return {"key": key, "stored": written, "state": state}
+
+    async def _mark_uploaded(self, conn: AsyncConnection, dev: str, seq: int, now: int) -> str:
+        row = (await conn.execute(self.db.lock_device(sa.select(entries.c.state, entries.c.uploaded_ms).where(
+            entries.c.device_id == dev, entries.c.seq == seq)))).one()
+        new = advance(ChunkState(row.state), ChunkEvent.UPLOAD)
+        await conn.execute(entries.update().where(entries.c.device_id == dev, entries.c.seq == seq).values(
+            state=new.value, uploaded_ms=row.uploaded_ms or now))
+        return new.value
+
+    # -- (c) verification --------------------------------------------------------------------
+
+    async def verify(self, device_id: str, seq: int) -> IngestResult:
+        """Verify a chunk's stored bytes and sign its receipt; the same chunk again gets the same receipt.
+
+        (1) stored bytes' size and SHA-256 match the entry; (2) the entry's signature verifies
+        with the device's enrolled key (trusted or not by its cutoff); (3) the chain link to the
+        previous entry (a gap is provisional, not a refusal); (4) the cheap media check;
+        (5) the stored object is write-once (S3 Object Lock in COMPLIANCE mode). Then the receipt.
+        """
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(entries).where(entries.c.device_id == device_id,
+                                                               entries.c.seq == seq))).first()
+            if row is None:
+                raise NotFound(f"no entry {seq} of device {device_id}", code="unknown_entry")
+            if row.state == ChunkState.VERIFIED:
+                return self._result(row, created=False)
+            key_row = (await conn.execute(sa.select(device_keys).where(
+                device_keys.c.device_id == device_id, device_keys.c.key_id == row.key_id))).one()
+            before = (await conn.execute(sa.select(entries.c.entry_hash).where(
+                entries.c.device_id == device_id, entries.c.seq == seq - 1))).first()
+        manifest = ChunkManifest.peek(Envelope.from_bytes(bytes(row.envelope)))
+        steps = Checklist()
+        stored = await self.store.get(row.object_key)
+        # (1)
+        if stored is None:
+            raise Conflict(f"the bytes of seq {seq} have not been uploaded yet", code="not_uploaded",
+                           step=STEP_BYTES[0])
+        actual = await asyncio.to_thread(lambda: hashlib.sha256(stored.data).hexdigest())
+        if len(stored.data) != manifest.size:
+            steps.add(STEP_BYTES, FAIL, f"stored object is {len(stored.data)} bytes, the entry says {manifest.size}")
+        elif actual != manifest.sha256:
+            steps.add(STEP_BYTES, FAIL, f"stored bytes hash to {actual}, the entry says {manifest.sha256}")
+        elif stored.store_sha256 is not None and stored.store_sha256 != actual:
+            steps.add(STEP_BYTES, FAIL, "the store's own checksum disagrees with the bytes it returned")
+        else:
+            steps.add(STEP_BYTES, PASS, f"{manifest.size} bytes, sha256 {actual[:16]}…")
+        # (2)
+        try:
+            Envelope.from_bytes(bytes(row.envelope)).verify(VerifyKey(key_row.alg, bytes(key_row.public_key)))
+            steps.add(STEP_SIGNATURE, PASS, f"key {row.key_id}" + ("" if row.trusted else
+                                                                   "; entry is untrusted (after a trust cutoff)"))
+        except RemoteProtocolError as exc:
+            steps.add(STEP_SIGNATURE, FAIL, exc.message)
+        # (3)
+        if seq == 0:
+            steps.add(STEP_CHAIN, PASS, "first entry of the chain")
+        elif before is None:
+            steps.add(STEP_CHAIN, PROVISIONAL, f"seq {seq - 1} has not arrived yet (gap finding open)")
+        elif before.entry_hash == manifest.prev:
+            steps.add(STEP_CHAIN, PASS, f"prev is the hash of seq {seq - 1}")
+        else:
+            steps.add(STEP_CHAIN, FINDING, f"prev is not the hash of seq {seq - 1} (finding chain.prev_mismatch)")
+        # (4)
+        media_json: dict[str, Any] | None = None
+        if steps.failed is not None:
+            steps.add(STEP_MEDIA, SKIPPED, "an earlier step failed")
+        elif not self.config.media_check:
+            steps.add(STEP_MEDIA, SKIPPED, "media check disabled by configuration")
+        else:
+            report = await asyncio.to_thread(check_chunk, stored.data, manifest, self.config.duration_tolerance_ms)
+            media_json = report.to_json()
+            if report.ok:
+                steps.add(STEP_MEDIA, PASS, f"{report.video_frames} video samples, {report.audio_samples} audio "
+                                            f"samples, {report.duration_ms} ms")
+            else:
+                steps.add(STEP_MEDIA, FAIL, "; ".join(report.problems))
+        # (5)
+        if not self.store.write_once:
+            steps.add(STEP_STORAGE, SKIPPED, "local store: tamper-evident, not write-once (made read-only next)")
+        elif stored.lock_mode != "COMPLIANCE" or stored.retain_until_ms is None:
+            steps.add(STEP_STORAGE, FAIL, f"object lock is {stored.lock_mode!r}, COMPLIANCE required")
+        else:
+            steps.add(STEP_STORAGE, PASS, f"COMPLIANCE retention until {stored.retain_until_ms} ms")
+        return await self._conclude(row, steps, actual, media_json)
+
+    async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None
+                        ) -> IngestResult:
+        now = self.clock.now_ms()
+        failed = steps.failed
+        verification = steps.to_json()
+        if media_json is not None:
+            verification.append({"media": media_json})
+        async with self.db.write() as conn:
+            current = (await conn.execute(self.db.lock_device(sa.select(entries).where(
+                entries.c.device_id == row.device_id, entries.c.seq == row.seq)))).one()
+            if current.state == ChunkState.VERIFIED:  # another request won the race: same receipt
+                return self._result(current, created=False)
+            state = ChunkState(current.state)
+            if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
+                state = advance(state, ChunkEvent.UPLOAD)
+            where = sa.and_(entries.c.device_id == row.device_id, entries.c.seq == row.seq)
+            if failed is not None:
+                state = advance(state, ChunkEvent.REJECT)
+                await conn.execute(entries.update().where(where).values(
+                    state=state.value, uploaded_ms=current.uploaded_ms or now, verification=verification))
+                await open_finding(conn, F.CHUNK_VERIFY_FAILED, row.device_id,
+                                   f"seq {row.seq} failed step ({failed.number}) {failed.title}: {failed.detail}",
+                                   {"seq": row.seq, "step": failed.number, "detail": failed.detail,
+                                    "stored_sha256": actual}, now, device_id=row.device_id, seq=row.seq,
+                                   dedup_key=f"verify:{row.device_id}:{row.seq}:{actual}:{failed.number}")
+            else:
+                state = advance(state, ChunkEvent.VERIFY)
+                receipt = self._sign_receipt(row.device_id, row.seq, row.entry_hash, row.object_key, actual, now)
+                await conn.execute(entries.update().where(where).values(
+                    state=state.value, uploaded_ms=current.uploaded_ms or now, verified_ms=now,
+                    stored_sha256=actual, receipt=receipt, verification=verification))
+                await self._receipted(conn, row.device_id, row.seq)
+            final = (await conn.execute(sa.select(entries).where(where))).one()
+        if failed is not None:
+            raise Unprocessable(f"seq {row.seq} failed verification step ({failed.number}) {failed.title}: "
+                                f"{failed.detail}", code="verification_failed", step=failed.number,
+                                steps=steps.to_json())
+        await self.store.seal(row.object_key)
+        if self.decode_queue is not None and self.config.decode_after_receipt:
+            self.decode_queue.put_nowait((row.device_id, row.seq))
+        return self._result(final, created=False)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def entry(self, device_id: str, seq: int) -> IngestResult:
+        """An entry's state, verification and receipt."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(entries).where(entries.c.device_id == device_id,
+                                                               entries.c.seq == seq))).first()
+        if row is None:
+            raise NotFound(f"no entry {seq} of device {device_id}", code="unknown_entry")
+        return self._result(row, created=False)
+
+    async def device_entry(self, device_id: str, seq: int) -> IngestResult:
+        """An entry as its device sees it: with a fresh upload target while its bytes are not verified."""
+        result = await self.entry(device_id, seq)
+        if result.kind == CHUNK and result.state != ChunkState.VERIFIED:
+            async with self.db.read() as conn:
+                row = (await conn.execute(sa.select(entries.c.sha256, entries.c.size).where(
+                    entries.c.device_id == device_id, entries.c.seq == seq))).one()
+            result.upload = self.store.upload_target(object_key(device_id, seq, row.sha256), row.sha256, row.size,
+                                                     self.clock.now_ms(), self.config.upload_ttl_s)
+        return result
+
+    async def list_entries(self, device_id: str, from_seq: int, limit: int) -> list[dict[str, Any]]:
+        """A device's entries from ``from_seq``, in sequence order (metadata, not envelopes)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(
+                entries.c.seq, entries.c.kind, entries.c.event, entries.c.recording_id, entries.c.entry_hash,
+                entries.c.state, entries.c.trusted, entries.c.officer_id, entries.c.case_step, entries.c.time_ms,
+                entries.c.duration_ms, entries.c.sha256, entries.c.size, entries.c.received_ms,
+                entries.c.verified_ms, entries.c.source, entries.c.decode,
+            ).where(entries.c.device_id == device_id, entries.c.seq >= from_seq).order_by(entries.c.seq)
+                .limit(limit))).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- after the receipt -------------------------------------------------------------------
+
+    async def decode_one(self, device_id: str, seq: int) -> bool:
+        """Decode a verified chunk's first keyframe; a failure becomes a media.decode_failed finding."""
+        from server.media import decode_first_frame
+
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(entries.c.object_key, entries.c.decode).where(
+                entries.c.device_id == device_id, entries.c.seq == seq))).first()
+        if row is None or row.decode is not None or row.object_key is None:
+            return row is not None and row.decode == "ok"
+        stored = await self.store.get(row.object_key)
+        error = None
+        if stored is None:
+            error = "object missing"
+        else:
+            try:
+                await asyncio.to_thread(decode_first_frame, stored.data)
+            except ValueError as exc:
+                error = str(exc)
+        now = self.clock.now_ms()
+        async with self.db.write() as conn:
+            await conn.execute(entries.update().where(entries.c.device_id == device_id, entries.c.seq == seq)
+                               .values(decode="ok" if error is None else "failed"))
+            if error is not None:
+                await open_finding(conn, F.MEDIA_DECODE_FAILED, device_id, f"seq {seq}: {error}",
+                                   {"seq": seq, "object_key": row.object_key, "error": error}, now,
+                                   device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
+        return error is None
+
+    async def pending_decodes(self, limit: int = 10_000) -> list[tuple[str, int]]:
+        """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(entries.c.device_id, entries.c.seq).where(
+                entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None)
+            ).limit(limit))).all()
+        return [(r.device_id, r.seq) for r in rows]
+
+
+def check_upload_key(key: str) -> None:
+    """Refuse keys the server never makes (path traversal, stray characters)."""
+    if not is_valid_key(key):
+        raise BadRequest("not an object key of this server", code="bad_object_key")
+

@@ -1,0 +1,1 @@
+"""Footage stores: a local write-once directory (embedded default) and S3 with Object Lock (at scale)."""

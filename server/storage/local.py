@@ -1,0 +1,139 @@
+"""The local footage store: a directory where files are created once and never changed.
+
+How write-once is approximated on a plain file system: bytes go to a staging file created with
+``O_EXCL``, are fsynced, then hard-linked to their final name (``link`` fails when the name
+exists, where ``rename`` would silently replace it), and the directory is fsynced. After
+verification the file is made read-only. No code path here opens a final file for writing,
+renames onto it, or deletes it. This makes the store tamper-EVIDENT, not tamper-proof: root can
+still change a file, and the receipts and the log are what prove it was changed. Write-once
+storage needs S3 Object Lock (see docs/STORAGE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from server.storage.base import FootageStore, ObjectExists, StoredObject, UploadTarget, is_valid_key
+
+#: Route of the server's own upload endpoint (see server.routes).
+UPLOAD_PATH = "/api/v1/upload/"
+
+
+def upload_signature(secret: bytes, key: str, sha256: str, size: int, expires_ms: int) -> str:
+    """HMAC the server puts in a local upload URL: it authorizes exactly this key, body and expiry."""
+    msg = f"custody-upload-v1\n{key}\n{sha256}\n{size}\n{expires_ms}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+class LocalStore(FootageStore):
+    """Footage under ``root``, one file per key."""
+
+    kind = "local"
+    write_once = False
+
+    def __init__(self, root: Path, *, base_url: str, upload_secret: bytes) -> None:
+        self.root = root
+        self.base_url = base_url.rstrip("/")
+        self._secret = upload_secret
+        self._staging = root / ".staging"
+
+    async def start(self) -> None:
+        """Create the directories."""
+        await asyncio.to_thread(self._staging.mkdir, parents=True, exist_ok=True, mode=0o750)
+
+    def set_base_url(self, base_url: str) -> None:
+        """Set the API URL upload targets point at (known only once the listener is bound)."""
+        self.base_url = base_url.rstrip("/")
+
+    def _path(self, key: str) -> Path:
+        # Keys are validated before they become paths: nothing outside the root is reachable.
+        if not is_valid_key(key):
+            raise ValueError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def upload_target(self, key: str, sha256: str, size: int, now_ms: int, ttl_s: int) -> UploadTarget:
+        """The server's own PUT endpoint, authorized by an HMAC over key, hash, size and expiry."""
+        self._path(key)
+        expires = now_ms + ttl_s * 1000
+        query = urlencode(
+            {"sha256": sha256, "size": size, "expires": expires,
+             "sig": upload_signature(self._secret, key, sha256, size, expires)}
+        )
+        url = f"{self.base_url}{UPLOAD_PATH}{quote(key)}?{query}"
+        return UploadTarget("PUT", url, {"Content-Type": "video/mp4"}, expires)
+
+    def check_upload(self, key: str, sha256: str, size: int, expires_ms: int, sig: str) -> bool:
+        """True when ``sig`` authorizes this upload (expiry is checked by the caller, who owns the clock)."""
+        expected = upload_signature(self._secret, key, sha256, size, expires_ms)
+        return hmac.compare_digest(expected, sig)
+
+    async def put(self, key: str, data: bytes, sha256: str) -> bool:
+        """Create the file once (see the module docstring)."""
+        return await asyncio.to_thread(self._put_sync, self._path(key), data, sha256)
+
+    def _put_sync(self, final: Path, data: bytes, sha256: str) -> bool:
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError("data does not match its sha256")  # callers check first; a bug if reached
+        if final.exists():
+            return self._same(final, sha256)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        staging = self._staging / secrets.token_hex(16)
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(staging, final)  # fails if final exists: never replaces
+        except FileExistsError:
+            return self._same(final, sha256)
+        finally:
+            # The staging name is only a private handle on the same inode: it was never footage.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+        _fsync_dir(final.parent)
+        return True
+
+    def _same(self, final: Path, sha256: str) -> bool:
+        with final.open("rb") as f:
+            existing = hashlib.file_digest(f, "sha256").hexdigest()
+        if existing != sha256:
+            raise ObjectExists(f"a different body is already stored under {final.relative_to(self.root)}")
+        return False
+
+    async def get(self, key: str) -> StoredObject | None:
+        """Read the whole file."""
+        path = self._path(key)
+
+        def read() -> StoredObject | None:
+            try:
+                return StoredObject(path.read_bytes())
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(read)
+
+    async def seal(self, key: str) -> None:
+        """Make the file read-only for everyone."""
+        path = self._path(key)
+        await asyncio.to_thread(os.chmod, path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

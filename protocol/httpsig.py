@@ -47,15 +47,23 @@ def _signed_bytes(method: str, path: str, body_sha256: str, time_ms: int, nonce:
 
 
 def sign_request(
-    key: SigningKey, method: str, path: str, body: bytes, now_ms: int, nonce: str | None = None
+    key: SigningKey,
+    method: str,
+    path: str,
+    body: bytes,
+    now_ms: int,
+    nonce: str | None = None,
+    *,
+    device_id: str | None = None,
 ) -> dict[str, str]:
     """Headers that authenticate this request as the device holding ``key``.
 
-    ``path`` is the request target as sent: path plus query string.
+    ``path`` is the request target as sent: path plus query string. ``device_id`` is needed only
+    after a key rotation, when the device's id (from its first key) is not ``key``'s own.
     """
     nonce = nonce or secrets.token_hex(16)
     body_sha256 = hashlib.sha256(body).hexdigest()
-    device_id = key.public.device_id
+    device_id = device_id or key.public.device_id
     sig = key.sign(_signed_bytes(method, path, body_sha256, now_ms, nonce, device_id))
     return {
         H_DEVICE: device_id,

@@ -397,13 +397,13 @@ async def findings_list(ctx: Ctx) -> web.StreamResponse:
 
 async def server_keys(ctx: Ctx) -> web.StreamResponse:
     """The server's public keys, current first."""
-    return ok({"keys": [k.to_json() for k in ctx.services.keyring.history]})
+    return ok({"keys": [k.to_dict() for k in ctx.services.keyring.history]})
 
 
 async def server_keys_rotate(ctx: Ctx) -> web.StreamResponse:
     """Rotate the server key."""
     new = await ctx.services.keyring.rotate()
-    return ok({"current": new.to_json(), "keys": [k.to_json() for k in ctx.services.keyring.history]})
+    return ok({"current": new.to_dict(), "keys": [k.to_dict() for k in ctx.services.keyring.history]})
 
 
 def _device(ctx: Ctx) -> str:
@@ -416,7 +416,7 @@ async def device_self(ctx: Ctx) -> web.StreamResponse:
     dev = _device(ctx)
     device = await ctx.services.devices.get(dev)
     device["assignment"] = await ctx.services.officers.current(dev)
-    device["server_keys"] = [k.to_json() for k in ctx.services.keyring.history]
+    device["server_keys"] = [k.to_dict() for k in ctx.services.keyring.history]
     return ok(device)
 
 

@@ -1,0 +1,149 @@
+"""Fixtures of the server integration tests: a real server on a free loopback port, on SQLite with
+the local store, or on real PostgreSQL with the real S3 endpoint (LocalStack)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from custody.clock import FakeClock
+from server.app import RunningServer, start_server
+from server.config import ServerConfig, load_config
+from tests.helpers.device import Reply, SimDevice
+from tests.integration.server.backends import LocalStack, Postgres
+
+BACKENDS = ("sqlite-local", "postgres-s3")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster for the session; each server gets a fresh database."""
+    pg = Postgres()
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack() -> Iterator[LocalStack]:
+    """One LocalStack for the session; each server gets a fresh bucket with Object Lock."""
+    s3 = LocalStack()
+    s3.start()
+    yield s3
+    s3.stop()
+
+
+def server_config(data_dir: Path, *, backend: str = "sqlite-local", postgres: Postgres | None = None,
+                  localstack: LocalStack | None = None, **overrides: Any) -> ServerConfig:
+    """A config for a test server on a free port."""
+    values: dict[str, Any] = {"data_dir": str(data_dir), "http.port": 0, "http.access_log": False,
+                              "ingest.decode_after_receipt": True}
+    if backend.startswith("postgres"):
+        assert postgres is not None
+        values["database.url"] = postgres.new_database()
+    if backend.endswith("s3"):
+        assert localstack is not None
+        values.update({"storage.backend": "s3", "storage.s3.endpoint_url": localstack.endpoint_url,
+                       "storage.s3.bucket": localstack.new_bucket_name(), "storage.s3.create_bucket": True,
+                       "storage.s3.access_key_id": localstack.access_key,
+                       "storage.s3.secret_access_key": localstack.secret_key, "storage.s3.retention_days": 1})
+    values.update(overrides)
+    return load_config(None, env={}, overrides=values)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting at the real time (S3 checks presigned URLs against its own clock)."""
+    return FakeClock(start_ms=time.time_ns() // 1_000_000)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServer]:
+    """A server on SQLite and the local store."""
+    srv = await start_server(server_config(tmp_path / "data"), clock)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_server(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServer]:
+    """The same tests on SQLite + local store and on PostgreSQL + S3."""
+    backend = request.param
+    kw: dict[str, Any] = {}
+    if backend == "postgres-s3":
+        kw = {"postgres": request.getfixturevalue("postgres"), "localstack": request.getfixturevalue("localstack")}
+    srv = await start_server(server_config(tmp_path / "data", backend=backend, **kw), clock)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+class Api:
+    """An API client with a bearer token."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, token: str | None) -> None:
+        self.url = url
+        self.session = session
+        self.token = token
+
+    async def call(self, method: str, path: str, json_body: Any = None, *, raw: bytes | None = None,
+                   token: str | None = "", headers: dict[str, str] | None = None) -> Reply:
+        """A request; ``token=None`` sends no credentials, ``""`` this client's token."""
+        tok = self.token if token == "" else token
+        h = dict(headers or {})
+        if tok is not None:
+            h["Authorization"] = f"Bearer {tok}"
+        import json as _json
+
+        data = raw if raw is not None else (_json.dumps(json_body).encode() if json_body is not None else b"")
+        if data and "Content-Type" not in h:
+            h["Content-Type"] = "application/json"
+        async with self.session.request(method, self.url + path, data=data, headers=h) as r:
+            return Reply(r.status, await r.read(), dict(r.headers))
+
+    async def ok(self, method: str, path: str, json_body: Any = None, status: int | None = None) -> Any:
+        """A request that must succeed; its JSON."""
+        r = await self.call(method, path, json_body)
+        assert r.status < 300 and (status is None or r.status == status), (r.status, r.body)
+        return r.json
+
+    async def user(self, name: str, role: str) -> Api:
+        """A new user with ``role``, as a client."""
+        data = await self.ok("POST", "/api/v1/users", {"name": name, "role": role})
+        return Api(self.url, self.session, data["token"]["token"])
+
+    async def enroll(self, clock: FakeClock, **kw: Any) -> SimDevice:
+        """A new enrolled device."""
+        token = (await self.ok("POST", "/api/v1/enrollment-tokens", {}))["token"]
+        device = SimDevice(self.url, self.session, clock, **kw)
+        await device.enroll(token)
+        return device
+
+
+@pytest.fixture
+def admin_token(server: RunningServer) -> str:
+    """The admin token written at first start."""
+    return (server.services.datadir.admin_token).read_text().strip()
+
+
+@pytest.fixture
+def admin(server: RunningServer, session: aiohttp.ClientSession, admin_token: str) -> Api:
+    """Admin API client of ``server``."""
+    return Api(server.url, session, admin_token)
+
+
+@pytest.fixture
+def any_admin(any_server: RunningServer, session: aiohttp.ClientSession) -> Api:
+    """Admin API client of ``any_server``."""
+    return Api(any_server.url, session, any_server.services.datadir.admin_token.read_text().strip())

@@ -1,0 +1,242 @@
+"""``custody server``, ``custody validate-config`` and ``custody admin ...``.
+
+Nothing heavy is imported at registration: a Raspberry Pi with only the agent extra can still
+build the parser. Admin commands go through the HTTP API (server/client.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    Sub = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(sub: Sub) -> None:
+    """Add the server's subcommands."""
+    p = sub.add_parser("server", help="run the central service (HTTP API)",
+                       description="Run the Custody server. With no options it runs on embedded defaults: "
+                                   "SQLite and a local footage store under ./custody-data.")
+    p.add_argument("--config", type=Path, help="YAML or TOML config file")
+    p.add_argument("--data-dir", type=Path, help="data directory (overrides data_dir)")
+    p.add_argument("--host", help="listen address (overrides http.host)")
+    p.add_argument("--port", type=int, help="listen port (overrides http.port; 0 picks a free one)")
+    p.set_defaults(handler=run_server)
+
+    v = sub.add_parser("validate-config", help="check a server config file; problems are listed with their line")
+    v.add_argument("file", type=Path)
+    v.add_argument("--show", action="store_true", help="print the effective configuration when it is valid")
+    v.set_defaults(handler=validate_config)
+
+    a = sub.add_parser("admin", help="administer a running server through its API",
+                       description="Every command goes through the HTTP API. Say which server with --server URL "
+                                   "--token T, CUSTODY_SERVER/CUSTODY_TOKEN, or --data-dir DIR (the local server's "
+                                   "URL and admin token).")
+    a.add_argument("--server", help="API base URL")
+    a.add_argument("--token", help="API token")
+    a.add_argument("--data-dir", help="data dir of a local server")
+    a.add_argument("--cacert", help="CA certificate for an HTTPS server with a private CA")
+    a.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    asub = a.add_subparsers(dest="admin_command", metavar="COMMAND")
+    asub.required = True
+
+    def cmd(name: str, help_: str, fn: Any, parent: Sub = asub) -> argparse.ArgumentParser:
+        c = parent.add_parser(name, help=help_)
+        c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
+        c.set_defaults(handler=_admin(fn))
+        return c
+
+    cmd("whoami", "who the token belongs to", lambda c, a: c.call("GET", "/api/v1/me"))
+
+    user = asub.add_parser("user", help="people's accounts").add_subparsers(dest="sub", metavar="COMMAND")
+    user.required = True
+    c = cmd("add", "create a user and print its token (shown once)", _user_add, user)
+    c.add_argument("name")
+    c.add_argument("--role", required=True, choices=["admin", "device_admin", "officer", "case_handler", "supervisor",
+                                                     "legal_reviewer", "auditor"])
+    c.add_argument("--ttl-days", type=int, help="token validity in days (0: no expiry)")
+    cmd("list", "list users", lambda cl, a: cl.call("GET", "/api/v1/users"), user)
+    c = cmd("disable", "disable a user (all tokens stop working)", lambda cl, a: cl.call(
+        "POST", f"/api/v1/users/{a.name}/disable"), user)
+    c.add_argument("name")
+    c = cmd("token", "another token for a user (shown once)", lambda cl, a: cl.call(
+        "POST", f"/api/v1/users/{a.name}/tokens", {"label": a.label, **({"ttl_days": a.ttl_days}
+                                                                         if a.ttl_days is not None else {})}), user)
+    c.add_argument("name")
+    c.add_argument("--label")
+    c.add_argument("--ttl-days", type=int)
+
+    token = asub.add_parser("token", help="API tokens").add_subparsers(dest="sub", metavar="COMMAND")
+    token.required = True
+    c = cmd("revoke", "revoke a token by id", lambda cl, a: cl.call("POST", f"/api/v1/tokens/{a.id}/revoke"), token)
+    c.add_argument("id")
+
+    et = asub.add_parser("enroll-token", help="one-time device enrollment tokens").add_subparsers(
+        dest="sub", metavar="COMMAND")
+    et.required = True
+    c = cmd("create", "create a one-time enrollment token", _enroll_token, et)
+    c.add_argument("--ttl", type=int, help="validity in seconds")
+    c.add_argument("--note")
+    cmd("list", "list enrollment tokens", lambda cl, a: cl.call("GET", "/api/v1/enrollment-tokens"), et)
+
+    off = asub.add_parser("officer", help="officers (行政执法人员清单)").add_subparsers(dest="sub", metavar="COMMAND")
+    off.required = True
+    c = cmd("add", "add an officer", _officer_add, off)
+    c.add_argument("id")
+    c.add_argument("--name", required=True)
+    c.add_argument("--unit", required=True)
+    c.add_argument("--cert", required=True, help="enforcement certificate number")
+    c.add_argument("--cert-expires", required=True, help="certificate expiry date, YYYY-MM-DD (UTC)")
+    cmd("list", "list officers", lambda cl, a: cl.call("GET", "/api/v1/officers"), off)
+
+    dev = asub.add_parser("device", help="devices").add_subparsers(dest="sub", metavar="COMMAND")
+    dev.required = True
+    c = cmd("list", "list devices", lambda cl, a: cl.call("GET", "/api/v1/devices" + (
+        f"?state={a.state}" if a.state else "")), dev)
+    c.add_argument("--state", choices=["active", "suspended", "lost", "revoked"])
+    c = cmd("show", "one device", lambda cl, a: cl.call("GET", f"/api/v1/devices/{a.id}"), dev)
+    c.add_argument("id")
+    c = cmd("state", "change a device's state (records the sequence cutoff)", lambda cl, a: cl.call(
+        "POST", f"/api/v1/devices/{a.id}/state", {"state": a.state, "reason": a.reason}), dev)
+    c.add_argument("id")
+    c.add_argument("state", choices=["active", "suspended", "lost", "revoked"])
+    c.add_argument("--reason")
+    c = cmd("assign", "assign a device to an officer", lambda cl, a: cl.call(
+        "POST", f"/api/v1/devices/{a.id}/assignments", {"officer_id": a.officer}), dev)
+    c.add_argument("id")
+    c.add_argument("officer")
+    c = cmd("unassign", "end a device's assignment", lambda cl, a: cl.call(
+        "POST", f"/api/v1/devices/{a.id}/unassign"), dev)
+    c.add_argument("id")
+
+    c = cmd("findings", "list findings", _findings)
+    c.add_argument("--device")
+    c.add_argument("--code")
+    c.add_argument("--open", action="store_true")
+
+    sk = asub.add_parser("server-key", help="server signing keys").add_subparsers(dest="sub", metavar="COMMAND")
+    sk.required = True
+    cmd("list", "current and earlier server keys", lambda cl, a: cl.call("GET", "/api/v1/server-keys"), sk)
+    cmd("rotate", "make a new server key (earlier ones stay valid for verification)",
+        lambda cl, a: cl.call("POST", "/api/v1/server-keys/rotate"), sk)
+
+
+# -- handlers -------------------------------------------------------------------------------------
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """``custody server``."""
+    import asyncio
+
+    from server.config import load_config
+    from server.runner import serve
+
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = str(args.data_dir)
+    if args.host is not None:
+        overrides["http.host"] = args.host
+    if args.port is not None:
+        overrides["http.port"] = args.port
+    config = load_config(args.config, overrides=overrides)
+    asyncio.run(serve(config))
+    return 0
+
+
+def validate_config(args: argparse.Namespace) -> int:
+    """``custody validate-config FILE``: every problem, one per line, with FILE:LINE."""
+    from server.config import check_config
+
+    config, problems = check_config(args.file)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if config is None:
+        print(f"{args.file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid")
+    if args.show:
+        print(config)
+    return 0
+
+
+def _admin(fn: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        from server.client import resolve_client
+
+        client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
+        result = fn(client, args)
+        _print(result, getattr(args, "as_json", False))
+        return 0
+
+    return handler
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if result is None:
+        return
+    if as_json or not isinstance(result, dict):
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    # A list answer ({"users": [...]}) prints one line per item; anything else as key: value lines.
+    if len(result) == 1 and isinstance(next(iter(result.values())), list):
+        for item in next(iter(result.values())):
+            print("  ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else item)
+        return
+    for key, value in result.items():
+        print(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value}")
+
+
+def _user_add(client: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"name": args.name, "role": args.role}
+    if args.ttl_days is not None:
+        body["ttl_days"] = args.ttl_days
+    result = client.call("POST", "/api/v1/users", body)
+    if args.as_json:
+        return result
+    token = result["token"]
+    print(f"created user {args.name} ({args.role}); token id {token['id']}", file=sys.stderr)
+    print("the token is shown only this once:", file=sys.stderr)
+    print(token["token"])
+    return None
+
+
+def _enroll_token(client: Any, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {}
+    if args.ttl is not None:
+        body["ttl_s"] = args.ttl
+    if args.note is not None:
+        body["note"] = args.note
+    result = client.call("POST", "/api/v1/enrollment-tokens", body)
+    if args.as_json:
+        return result
+    expires = dt.datetime.fromtimestamp(result["expires_ms"] / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+    print(f"one-time enrollment token {result['id']}, valid until {expires}, pins server key "
+          f"{result['server_fingerprint'][:16]}…", file=sys.stderr)
+    print(result["token"])
+    return None
+
+
+def _officer_add(client: Any, args: argparse.Namespace) -> Any:
+    from server.errors import BadRequest
+
+    try:
+        day = dt.date.fromisoformat(args.cert_expires)
+    except ValueError:
+        raise BadRequest(f"--cert-expires {args.cert_expires!r} is not YYYY-MM-DD") from None
+    # Valid through the whole expiry day, UTC.
+    expires = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000) + 86_400_000
+    return client.call("POST", "/api/v1/officers", {"id": args.id, "name": args.name, "unit": args.unit,
+                                                    "cert_number": args.cert, "cert_expires_ms": expires})
+
+
+def _findings(client: Any, args: argparse.Namespace) -> Any:
+    from urllib.parse import urlencode
+
+    q = {k: v for k, v in {"device_id": args.device, "code": args.code,
+                           "open": "true" if args.open else None}.items() if v}
+    return client.call("GET", "/api/v1/findings" + (f"?{urlencode(q)}" if q else ""))

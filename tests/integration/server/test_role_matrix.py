@@ -1,0 +1,134 @@
+"""Every role against every endpoint, compared with a hand-written table of who may do what.
+
+Deny means 401 or 403 exactly; an allowed call must reach its handler and find its resource
+(a 404 or 405 counts as neither, so it fails the test either way). A route added without a row
+here fails the coverage check.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from custody.clock import FakeClock
+from protocol.keys import SigningKey
+from server.api.routes import ROUTES
+from server.app import RunningServer
+from tests.helpers.device import Reply, SimDevice
+from tests.integration.server.conftest import Api
+
+pytestmark = pytest.mark.integration
+
+A, D, O, C, S, L, U, V = ("admin", "device_admin", "officer", "case_handler", "supervisor", "legal_reviewer",
+                          "auditor", "device")
+ROLES = (A, D, O, C, S, L, U, V)
+PEOPLE = (A, D, O, C, S, L, U)
+
+# The table, written by hand from the role descriptions in DESIGN.md (Users); not derived from the code.
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/api/v1/me"): set(ROLES),
+    ("GET", "/api/v1/users"): {A, U},
+    ("POST", "/api/v1/users"): {A},
+    ("GET", "/api/v1/users/{name}"): {A, U},
+    ("POST", "/api/v1/users/{name}/disable"): {A},
+    ("GET", "/api/v1/users/{name}/tokens"): {A, U},
+    ("POST", "/api/v1/users/{name}/tokens"): {A},
+    ("POST", "/api/v1/tokens/{token_id}/revoke"): {A},
+    ("GET", "/api/v1/officers"): set(PEOPLE),
+    ("POST", "/api/v1/officers"): {A, D},
+    ("GET", "/api/v1/officers/{officer_id}"): set(PEOPLE),
+    ("PATCH", "/api/v1/officers/{officer_id}"): {A, D},
+    ("POST", "/api/v1/enrollment-tokens"): {A, D},
+    ("GET", "/api/v1/enrollment-tokens"): {A, D, U},
+    ("GET", "/api/v1/devices"): {A, D, S, U},
+    ("GET", "/api/v1/devices/{device_id}"): {A, D, S, U},
+    ("GET", "/api/v1/devices/{device_id}/certificate"): {A, D, S, U},
+    ("POST", "/api/v1/devices/{device_id}/state"): {A, D},
+    ("GET", "/api/v1/devices/{device_id}/states"): {A, D, S, U},
+    ("GET", "/api/v1/devices/{device_id}/keys"): {A, D, S, U},
+    ("POST", "/api/v1/devices/{device_id}/assignments"): {A, D},
+    ("GET", "/api/v1/devices/{device_id}/assignments"): {A, D, S, U},
+    ("POST", "/api/v1/devices/{device_id}/unassign"): {A, D},
+    ("GET", "/api/v1/devices/{device_id}/entries"): {A, D, S, U, C, L},
+    ("GET", "/api/v1/devices/{device_id}/entries/{seq}"): {A, D, S, U, C, L},
+    ("GET", "/api/v1/findings"): {A, D, S, U, C, L},
+    ("GET", "/api/v1/server-keys"): set(ROLES),
+    ("POST", "/api/v1/server-keys/rotate"): {A},
+    ("GET", "/api/v1/device/self"): {V},
+    ("POST", "/api/v1/device/entries"): {V},
+    ("GET", "/api/v1/device/entries/{seq}"): {V},
+    ("POST", "/api/v1/device/entries/{seq}/verify"): {V},
+    ("POST", "/api/v1/device/key-rotation"): {V},
+}
+#: Routes outside the role matrix, with the credential that replaces a role.
+NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
+                  ("POST", "/api/v1/enroll"): "enrollment token", ("PUT", "/api/v1/upload/{key}"): "upload URL"}
+
+
+def test_the_table_covers_every_route():
+    routes = {(r.method, r.openapi_path) for r in ROUTES}
+    assert routes == set(EXPECTED) | set(NOT_ROLE_BASED)
+
+
+async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock):
+    clients = {role: await admin.user(f"matrix-{role.replace('_', '-')}", role) for role in PEOPLE}
+    victim = await admin.user("victim", "officer")
+    victim_token = (await admin.ok("GET", "/api/v1/users/victim/tokens"))["tokens"][0]["id"]
+    day = 86_400_000
+    await admin.ok("POST", "/api/v1/officers", {"id": "off-1", "name": "N", "unit": "U", "cert_number": "C-1",
+                                                "cert_expires_ms": clock.now_ms() + 365 * day})
+    target = await admin.enroll(clock)  # the device that people's requests are about
+    await target.announce(target.event("start"))
+    device = await admin.enroll(clock)  # the device that makes the device-role calls
+    await device.announce(device.event("start"))
+    counter = itertools.count()
+    assert victim.token
+
+    def body_for(method: str, path: str) -> dict | None:
+        n = next(counter)
+        return {
+            ("POST", "/api/v1/users"): {"name": f"made-{n}", "role": "officer"},
+            ("POST", "/api/v1/users/{name}/tokens"): {"label": "x"},
+            ("POST", "/api/v1/officers"): {"id": f"off-m{n}", "name": "N", "unit": "U", "cert_number": f"M-{n}",
+                                           "cert_expires_ms": clock.now_ms() + 365 * day},
+            ("PATCH", "/api/v1/officers/{officer_id}"): {"unit": f"unit {n}"},
+            ("POST", "/api/v1/enrollment-tokens"): {},
+            ("POST", "/api/v1/devices/{device_id}/state"): {"state": "suspended" if n % 2 else "active"},
+            ("POST", "/api/v1/devices/{device_id}/assignments"): {"officer_id": "off-1"},
+        }.get((method, path))
+
+    def concrete(path: str) -> str:
+        return (path.replace("{name}", "victim").replace("{token_id}", victim_token)
+                .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0"))
+
+    async def as_device(method: str, path: str) -> Reply:
+        if path == "/api/v1/device/entries":
+            return await device.announce(device.event("stop" if device.seq % 2 == 0 else "start"))
+        if path == "/api/v1/device/key-rotation":
+            new_key = SigningKey.generate()
+            reply = await device.request("POST", path, device.rotation(new_key).raw)
+            if reply.status == 200:
+                device.key = new_key
+            return reply
+        return await device.request(method, concrete(path))
+
+    failures = []
+    for (method, path), allowed in EXPECTED.items():
+        for role in ROLES:
+            clock.advance(1)  # assignments must start after the previous one
+            if role == V:
+                reply = await as_device(method, path)
+            else:
+                reply = await clients[role].call(method, concrete(path), body_for(method, path))
+            if role in allowed:
+                if reply.status in (401, 403, 404, 405) or reply.status >= 500:
+                    failures.append(f"{role:14} {method} {path}: expected allow, got {reply.status} {reply.code}")
+            elif reply.status != 403 or reply.code != "forbidden_role":
+                failures.append(f"{role:14} {method} {path}: expected 403 forbidden_role, got {reply.status} "
+                                f"{reply.code}")
+        anonymous = await admin.call(method, concrete(path), body_for(method, path), token=None)
+        if anonymous.status != 401 or anonymous.code != "missing_credentials":
+            failures.append(f"{'anonymous':14} {method} {path}: expected 401, got {anonymous.status}")
+        assert anonymous.headers["Content-Type"].startswith("application/problem+json")
+    assert not failures, "\n".join(failures)

@@ -197,7 +197,7 @@ def _yaml_lines(text: str, problems: list[Problem], name: str) -> tuple[Any, dic
                 if key in seen:
                     problems.append(Problem(f"{name}:{key_node.start_mark.line + 1}", path, "duplicate key"))
                 seen.add(key)
-                lines[path] = key_node.start_mark.line + 1
+                lines.setdefault(path, key_node.start_mark.line + 1)
                 walk(value_node, path + ".")
 
     if node is not None:
@@ -390,10 +390,9 @@ def check_config(path: Path | None, env: Mapping[str, str] | None = None,
             data, lines = _yaml_lines(text, problems, name)  # JSON is YAML
         else:
             return None, [Problem(name, "", "config file must end in .yaml, .yml, .json or .toml")]
-        if data is None and not problems:
-            data = {}
-        if problems:
+        if data is None and problems:  # syntax error: nothing more can be said
             return None, problems
+        data = {} if data is None else data
         if not isinstance(data, Mapping):
             return None, [Problem(f"{name}:1", "", "the top level must be a mapping of keys")]
 

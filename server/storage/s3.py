@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -127,13 +128,18 @@ class S3Store(FootageStore):
 
     async def put(self, key: str, data: bytes, sha256: str) -> bool:
         """PUT once with checksum and COMPLIANCE lock; a second PUT of the same bytes is skipped."""
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError("data does not match its sha256")  # callers check first; a bug if reached
         existing = await self._head(key)
         if existing is not None:
             if existing.get("ChecksumSHA256") not in (None, _b64_sha256(sha256)):
                 raise ObjectExists(f"a different body is already stored under {key}")
             return False
         params = self._put_params(key, sha256, self.clock.now_ms())
-        await self._call(self.client.put_object, Body=data, **params)
+        try:
+            await self._call(self.client.put_object, Body=data, **params)
+        except ClientError as exc:
+            raise StoreUnavailable(f"S3 refused the PUT of {key}: {exc}") from exc
         return True
 
     async def _head(self, key: str) -> dict[str, Any] | None:
@@ -145,7 +151,7 @@ class S3Store(FootageStore):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return None
-            raise
+            raise StoreUnavailable(f"S3 refused the HEAD of {key}: {exc}") from exc
 
     async def get(self, key: str) -> StoredObject | None:
         """GET the object with its checksum and lock state."""
@@ -154,7 +160,7 @@ class S3Store(FootageStore):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return None
-            raise
+            raise StoreUnavailable(f"S3 refused the GET of {key}: {exc}") from exc
         loop = asyncio.get_running_loop()
         data: bytes = await loop.run_in_executor(self._pool, obj["Body"].read)
         checksum = obj.get("ChecksumSHA256")

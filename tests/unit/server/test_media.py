@@ -1,0 +1,52 @@
+"""The cheap media check compares what the demuxer sees with what the manifest declares."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+
+from protocol.messages import ChunkManifest
+from server.media import check_chunk, decode_first_frame
+from tests.helpers.media import make_chunk
+
+
+def manifest_for(data: bytes, **changes: object) -> ChunkManifest:
+    chunk = make_chunk()
+    fields = dict(v=1, device_id="a" * 24, seq=1, prev="0" * 64, recording_id="r", index=0,
+                  start_ms=1_767_225_600_000, duration_ms=chunk.duration_ms, sha256=hashlib.sha256(data).hexdigest(),
+                  size=len(data), officer_id=None, case_step=None, pre_event=False, codec=chunk.codec)
+    codec_changes = {k[6:]: v for k, v in changes.items() if k.startswith("codec_")}
+    fields.update({k: v for k, v in changes.items() if not k.startswith("codec_")})
+    fields["codec"] = dataclasses.replace(chunk.codec, **codec_changes)
+    return ChunkManifest(**fields)  # type: ignore[arg-type]
+
+
+def test_a_good_chunk_passes():
+    data = make_chunk().data
+    report = check_chunk(data, manifest_for(data), 150)
+    assert report.ok, report.problems
+    assert report.video_frames == 10 and report.duration_ms == 1000 and report.first_is_keyframe
+    decode_first_frame(data)
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"codec_video_frames": 11}, "10 video samples, the entry says 11"),
+    ({"duration_ms": 2000}, "video lasts 1000 ms, the entry says 2000 ms"),
+    ({"codec_width": 320}, "picture is 160x120"),
+    ({"codec_audio_samples": 40000}, "audio samples, the entry says 40000"),
+    ({"codec_video": "h265"}, "video codec is h264"),
+])
+def test_declared_and_measured_differ(changes: dict, problem: str):
+    data = make_chunk().data
+    report = check_chunk(data, manifest_for(data, **changes), 150)
+    assert any(problem in p for p in report.problems), report.problems
+
+
+def test_truncated_and_garbage_chunks_fail():
+    data = make_chunk().data
+    for bad in (data[: len(data) // 2], b"\0" * 1000, data[:200]):
+        assert not check_chunk(bad, manifest_for(bad), 150).ok
+    with pytest.raises(ValueError, match="decode"):
+        decode_first_frame(b"\0" * 1000)

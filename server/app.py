@@ -185,8 +185,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     except BaseException:
         await runner.cleanup()
         raise
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1] if sockets else config.http.port
+    port = int(runner.addresses[0][1]) if runner.addresses else config.http.port
     url = config.http.public_url or f"{'https' if tls else 'http'}://{config.http.host}:{port}"
     services = app[SERVICES]
     services.devices.api_url = url.rstrip("/")

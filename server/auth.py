@@ -25,7 +25,7 @@ from server.db.dialect import insert_ignore
 from server.db.schema import api_tokens, device_keys, devices, request_nonces, users
 from server.errors import Unauthorized
 
-TOKEN_PREFIX = "cst_"
+TOKEN_PREFIX = "cst_"  # noqa: S105 - a prefix, not a secret
 
 
 class Role(StrEnum):

@@ -1,3 +1,5 @@
+# opt() and section() return dataclasses.field(...), which ruff cannot see through.
+# ruff: noqa: RUF009
 """The server's configuration: a typed tree with defaults, bounds and descriptions.
 
 Sources, later ones winning: the defaults below, a YAML or TOML file, then environment variables
@@ -278,8 +280,9 @@ def _convert(value: Any, tp: Any, f: dataclasses.Field[Any], from_env: bool) -> 
     if base is bool:
         if isinstance(value, bool):
             return value
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
+        truthy, falsy = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+        if from_env and isinstance(value, str) and value.lower() in truthy + falsy:
+            return value.lower() in truthy
         raise ValueError(f"must be true or false, not {value!r}")
     if base is int:
         if from_env and isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):

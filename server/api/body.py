@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import BadRequest
 
-_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "boolean": bool}
+_TYPES: dict[str, Any] = {"string": str, "integer": int, "boolean": bool}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from server.api.body import Body
@@ -50,7 +51,7 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
 
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
-        "operationId": f"{route.method.lower()}_{route.openapi_path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_').replace('-', '_')}",
+        "operationId": route.method.lower() + "_" + re.sub(r"[^a-z0-9]+", "_", route.openapi_path.lower()).strip("_"),
         "summary": route.summary,
         "tags": [route.tag],
         "security": _security(route),

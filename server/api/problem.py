@@ -37,7 +37,8 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> web.Response:
 async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Turn every exception into a problem document; the server keeps serving whatever a request sends."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except CustodyError as exc:
         status = status_for(exc)
         extra = getattr(exc, "extra", {})

@@ -55,7 +55,7 @@ OBJECT_KEY = F("string", "object key DEVICE/SEQ/SHA256 (or conflicts/DEVICE/SEQ/
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
                              "token_id": TOKEN_ID, "key": OBJECT_KEY}
 
-TIME = {"lo": 946_684_800_000, "hi": 4_102_444_799_999}
+TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
 # -- bodies ------------------------------------------------------------------------------------
 
@@ -76,13 +76,13 @@ OFFICER_ADD = Body("OfficerAdd", {
     "name": F("string", "full name", max_len=200),
     "unit": F("string", "enforcement unit", max_len=200),
     "cert_number": F("string", "enforcement certificate number (执法证号)", max_len=64),
-    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", **TIME),
+    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", lo=TIME_LO, hi=TIME_HI),
 })
 OFFICER_PATCH = Body("OfficerPatch", {
     "name": F("string", "full name", required=False, max_len=200),
     "unit": F("string", "enforcement unit", required=False, max_len=200),
     "cert_number": F("string", "enforcement certificate number", required=False, max_len=64),
-    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", required=False, **TIME),
+    "cert_expires_ms": F("integer", "certificate expiry, ms since the epoch", required=False, lo=TIME_LO, hi=TIME_HI),
 })
 ENROLL_TOKEN_ADD = Body("EnrollmentTokenAdd", {
     "ttl_s": F("integer", "validity in seconds (default from config)", required=False, lo=60, hi=30 * 86400),
@@ -94,7 +94,7 @@ STATE_SET = Body("DeviceStateSet", {
 })
 ASSIGN = Body("Assignment", {
     "officer_id": OFFICER_ID,
-    "from_ms": F("integer", "start of the assignment (default now)", required=False, **TIME),
+    "from_ms": F("integer", "start of the assignment (default now)", required=False, lo=TIME_LO, hi=TIME_HI),
 })
 EMPTY = Body("Empty", {})
 
@@ -290,7 +290,7 @@ async def tokens_revoke(ctx: Ctx) -> web.StreamResponse:
 
 async def officers_list(ctx: Ctx) -> web.StreamResponse:
     """List officers."""
-    return ok({"officers": await ctx.services.officers.list()})
+    return ok({"officers": await ctx.services.officers.list_officers()})
 
 
 async def officers_add(ctx: Ctx) -> web.StreamResponse:
@@ -326,7 +326,7 @@ async def enroll_tokens_list(ctx: Ctx) -> web.StreamResponse:
 
 async def devices_list(ctx: Ctx) -> web.StreamResponse:
     """List devices."""
-    return ok({"devices": await ctx.services.devices.list(ctx.params.get("state"))})
+    return ok({"devices": await ctx.services.devices.list_devices(ctx.params.get("state"))})
 
 
 async def devices_get(ctx: Ctx) -> web.StreamResponse:
@@ -390,7 +390,7 @@ async def entries_get(ctx: Ctx) -> web.StreamResponse:
 async def findings_list(ctx: Ctx) -> web.StreamResponse:
     """Findings."""
     p = ctx.params
-    return ok({"findings": await ctx.services.findings.list(
+    return ok({"findings": await ctx.services.findings.list_findings(
         device_id=p.get("device_id"), code=p.get("code"), open_only=p.get("open", False),
         after_id=p.get("after_id", 0), limit=p.get("limit", 100))})
 
@@ -407,7 +407,8 @@ async def server_keys_rotate(ctx: Ctx) -> web.StreamResponse:
 
 
 def _device(ctx: Ctx) -> str:
-    assert ctx.principal is not None and ctx.principal.kind == "device"
+    assert ctx.principal is not None
+    assert ctx.principal.kind == "device"
     return ctx.principal.name
 
 

@@ -186,7 +186,7 @@ class DevicesService:
         async with self.db.read() as conn:
             return bytes((await self._row(conn, device_id)).certificate)
 
-    async def list(self, state: str | None = None) -> list[dict[str, Any]]:
+    async def list_devices(self, state: str | None = None) -> list[dict[str, Any]]:
         """Every device, optionally in one state."""
         stmt = sa.select(devices).order_by(devices.c.enrolled_ms, devices.c.id)
         if state is not None:

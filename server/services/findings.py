@@ -80,7 +80,7 @@ class FindingsService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def list(
+    async def list_findings(
         self, *, device_id: str | None = None, code: str | None = None, open_only: bool = False,
         after_id: int = 0, limit: int = 100,
     ) -> list[dict[str, Any]]:

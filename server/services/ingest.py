@@ -258,7 +258,8 @@ class IngestService:
                 outcome = (PASS, f"prev is the hash of seq {seq - 1}")
             else:
                 outcome = (FINDING, f"prev is not the hash of seq {seq - 1}")
-                await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev, f"seq {seq}: prev is not the hash of seq {seq - 1}",
+                await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev,
+                                   f"seq {seq}: prev is not the hash of seq {seq - 1}",
                                    {"seq": seq, "prev": entry.prev, "expected_prev": before.entry_hash}, now,
                                    device_id=dev, seq=seq, dedup_key=f"prev:{dev}:{seq}")
         after = (await conn.execute(sa.select(entries.c.prev, entries.c.entry_hash).where(

@@ -107,7 +107,7 @@ class OfficersService:
             raise NotFound(f"no officer {officer_id!r}", code="unknown_officer")
         return officer_json(row)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list_officers(self) -> list[dict[str, Any]]:
         """Every officer."""
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(officers).order_by(officers.c.id))).all()

@@ -59,7 +59,7 @@ class S3Store(FootageStore):
             aws_secret_access_key=config.secret_access_key.reveal() if config.secret_access_key else None,
             config=BotoConfig(
                 signature_version="s3v4",
-                s3={"addressing_style": config.addressing_style},
+                s3={"addressing_style": config.addressing_style},  # type: ignore[arg-type]
                 max_pool_connections=threads,
                 retries={"max_attempts": 3, "mode": "standard"},
                 # Checksums only where we ask for them: the presigned URL must carry ours, not boto's.

@@ -47,7 +47,8 @@ class Reply:
     def code(self) -> str | None:
         """Problem code, if this is a problem document."""
         try:
-            return self.json.get("code")
+            code = self.json.get("code")
+            return str(code) if code is not None else None
         except (ValueError, AttributeError):
             return None
 

@@ -33,13 +33,13 @@ def make_chunk(seconds: float = 1.0, fps: int = 10, width: int = 160, height: in
     with av.open(buf, mode="w", format="mp4") as out:
         v = out.add_stream("libx264", rate=fps)
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        opts = {"g": str(frames), "keyint_min": str(frames), "sc_threshold": "0", "preset": "ultrafast",
+        opts: dict[str, str] = {"g": str(frames), "keyint_min": str(frames), "sc_threshold": "0", "preset": "ultrafast",
                 "tune": "zerolatency"}
         if bitrate:
             v.bit_rate = bitrate
             opts.update({"x264-params": f"nal-hrd=cbr:bitrate={bitrate // 1000}:vbv-maxrate={bitrate // 1000}:"
                                         f"vbv-bufsize={bitrate // 1000}"})
-        v.options = opts
+        v.options = opts  # type: ignore[assignment]
         a = out.add_stream("aac", rate=rate) if audio else None
         if a is not None:
             a.layout = "mono"

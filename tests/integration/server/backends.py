@@ -100,7 +100,7 @@ class LocalStack:
     """LocalStack serving S3 on a loopback port."""
 
     access_key = "test"
-    secret_key = "test"  # noqa: S105 - LocalStack's fixed test credentials
+    secret_key = "test"
     region = "us-east-1"
 
     def __init__(self) -> None:

@@ -115,7 +115,8 @@ class Api:
     async def ok(self, method: str, path: str, json_body: Any = None, status: int | None = None) -> Any:
         """A request that must succeed; its JSON."""
         r = await self.call(method, path, json_body)
-        assert r.status < 300 and (status is None or r.status == status), (r.status, r.body)
+        assert r.status < 300, (r.status, r.body)
+        assert status is None or r.status == status, (r.status, r.body)
         return r.json
 
     async def user(self, name: str, role: str) -> Api:

@@ -26,7 +26,7 @@ from tests.integration.server.conftest import Api, server_config
 pytestmark = pytest.mark.integration
 
 
-async def test_openapi_documents_exactly_the_routes(server: RunningServer, admin: Api):
+async def test_openapi_documents_exactly_the_routes(server: RunningServer, admin: Api) -> None:
     doc = (await admin.call("GET", "/api/openapi.json", token=None)).json
     assert doc["openapi"].startswith("3.")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
@@ -46,7 +46,7 @@ async def test_openapi_documents_exactly_the_routes(server: RunningServer, admin
     assert doc["components"]["schemas"]["UserAdd"]["additionalProperties"] is False
 
 
-async def test_every_error_is_a_problem_document(server: RunningServer, admin: Api):
+async def test_every_error_is_a_problem_document(server: RunningServer, admin: Api) -> None:
     for method, path in (("GET", "/nowhere"), ("DELETE", "/api/v1/users"), ("GET", "/api/v1/users/NOT-VALID")):
         reply = await admin.call(method, path)
         assert reply.status in (400, 404, 405)
@@ -73,10 +73,10 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def test_tls_with_a_self_signed_certificate(tmp_path: Path, clock: FakeClock):
+async def test_tls_with_a_self_signed_certificate(tmp_path: Path, clock: FakeClock) -> None:
     cert, key = _self_signed(tmp_path)
-    srv = await start_server(server_config(tmp_path / "data", **{"http.tls_cert": str(cert),
-                                                                 "http.tls_key": str(key)}), clock)
+    tls: dict[str, object] = {"http.tls_cert": str(cert), "http.tls_key": str(key)}
+    srv = await start_server(server_config(tmp_path / "data", **tls), clock)  # type: ignore[arg-type]
     try:
         assert srv.url.startswith("https://127.0.0.1:")
         trusting = ssl.create_default_context(cafile=str(cert))
@@ -98,14 +98,14 @@ def _custody(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           env={**os.environ, **(env or {})})
 
 
-async def test_cli_server_and_admin_through_the_api(tmp_path: Path):
+async def test_cli_server_and_admin_through_the_api(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "custody", "server", "--data-dir", str(data), "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        banner = []
+        banner: list[str] = []
         deadline = time.monotonic() + 30
         while len(banner) < 3 and time.monotonic() < deadline:
             banner.append((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
@@ -114,13 +114,14 @@ async def test_cli_server_and_admin_through_the_api(tmp_path: Path):
         url = banner[0].split()[-1]
         assert (data / "admin-token").stat().st_mode & 0o777 == 0o600
         assert json.loads((data / "server.json").read_text())["url"] == url
-        assert list((data / "keys").iterdir())[0].stat().st_mode & 0o777 == 0o600
+        assert next(iter((data / "keys").iterdir())).stat().st_mode & 0o777 == 0o600
 
         added = await asyncio.to_thread(_custody, "admin", "--data-dir", str(data), "user", "add", "alice",
                                         "--role", "device_admin")
         assert added.returncode == 0, added.stderr
         alice = added.stdout.strip()
-        assert alice.startswith("cst_") and "shown only this once" in added.stderr
+        assert alice.startswith("cst_")
+        assert "shown only this once" in added.stderr
         who = await asyncio.to_thread(_custody, "admin", "--json", "whoami",
                                       env={"CUSTODY_SERVER": url, "CUSTODY_TOKEN": alice})
         assert json.loads(who.stdout)["name"] == "alice", who.stderr
@@ -128,16 +129,19 @@ async def test_cli_server_and_admin_through_the_api(tmp_path: Path):
                                         "create", "--json")
         assert json.loads(token.stdout)["token"].startswith("cet1."), token.stderr
         denied = await asyncio.to_thread(_custody, "admin", "--server", url, "--token", alice, "user", "list")
-        assert denied.returncode == 1 and "forbidden_role" in denied.stderr and "Traceback" not in denied.stderr
+        assert denied.returncode == 1
+        assert "forbidden_role" in denied.stderr
+        assert "Traceback" not in denied.stderr
         bad = await asyncio.to_thread(_custody, "admin", "--server", url, "--token", "cst_nope", "whoami")
-        assert bad.returncode == 1 and "bad_token" in bad.stderr
+        assert bad.returncode == 1
+        assert "bad_token" in bad.stderr
     finally:
         proc.terminate()
         await proc.wait()
     assert not (data / "server.json").exists()  # removed at clean shutdown
 
 
-def test_validate_config_reports_lines(tmp_path: Path):
+def test_validate_config_reports_lines(tmp_path: Path) -> None:
     bad = tmp_path / "custody.yaml"
     bad.write_text("http:\n  port: 70000\nstorage:\n  backend: tape\n  s3:\n    bukket: x\n")
     result = _custody("validate-config", str(bad))

@@ -443,7 +443,9 @@ async def test_bad_request(name: str, server: RunningServer, admin: Api, clock: 
     assert (reply.status, reply.code) == (status, code), reply.body
     assert reply.headers["Content-Type"].startswith("application/problem+json")
     problem = reply.json
-    assert problem["status"] == status and problem["type"].endswith(code) and problem["detail"]
+    assert problem["status"] == status
+    assert problem["type"].endswith(code)
+    assert problem["detail"]
     after = await snapshot(server)
     if name == "different_body_for_existing_seq":
         # The one exception: the conflicting entry is kept aside as evidence, and flagged.
@@ -455,6 +457,6 @@ async def test_bad_request(name: str, server: RunningServer, admin: Api, clock: 
     assert health.status == 200  # still serving
 
 
-def test_corpus_is_large_enough():
+def test_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 30
     assert len({(s, c) for _, s, c in CORPUS.values()}) >= 25  # specific codes, not one catch-all

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import stat
+from typing import Any
 
 import pytest
 
@@ -27,15 +28,17 @@ def open_receipt(text: str, server: RunningServer) -> Receipt:
     return Receipt.open(env, VerifyKey(key.alg, key.public_key))
 
 
-async def findings(api: Api, device_id: str, code: str, open_only: bool = False) -> list[dict]:
+async def findings(api: Api, device_id: str, code: str, open_only: bool = False) -> list[dict[str, Any]]:
     q = f"/api/v1/findings?device_id={device_id}&code={code}" + ("&open=true" if open_only else "")
-    return (await api.ok("GET", q))["findings"]
+    found: list[dict[str, Any]] = (await api.ok("GET", q))["findings"]
+    return found
 
 
-async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_admin: Api, clock: FakeClock):
+async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_admin: Api, clock: FakeClock) -> None:
     device = await any_admin.enroll(clock)
     start = await device.announce(device.event("start"))
-    assert start.status == 201 and start.json["state"] == "verified"
+    assert start.status == 201
+    assert start.json["state"] == "verified"
     r0 = open_receipt(start.json["receipt"], any_server)
     assert (r0.seq, r0.object_key, r0.stored_sha256) == (0, "", None)
 
@@ -43,9 +46,11 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     env = device.manifest(chunk)
     announced = await device.announce(env)
     assert announced.status == 201, announced.body
-    assert announced.json["state"] == "announced" and announced.json["receipt"] is None
+    assert announced.json["state"] == "announced"
+    assert announced.json["receipt"] is None
     target = announced.json["upload"]
-    assert target["method"] == "PUT" and target["expires_at"] > clock.now_ms()
+    assert target["method"] == "PUT"
+    assert target["expires_at"] > clock.now_ms()
     if any_server.services.store.kind == "s3":
         # The device must send the checksum and lock headers verbatim; S3 checks them.
         assert target["headers"]["x-amz-object-lock-mode"] == "COMPLIANCE"
@@ -58,28 +63,34 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     assert body["state"] == "verified"
     assert [s["status"] for s in body["verification"] if "number" in s][:4] == ["pass", "pass", "pass", "pass"]
     receipt = open_receipt(body["receipt"], any_server)
-    assert receipt.seq == 1 and receipt.stored_sha256 == hashlib.sha256(chunk.data).hexdigest()
-    assert receipt.entry_hash == env.hash.hex() and receipt.object_key == f"{device.device_id}/000000000001/" \
+    assert receipt.seq == 1
+    assert receipt.stored_sha256 == hashlib.sha256(chunk.data).hexdigest()
+    assert receipt.entry_hash == env.hash.hex()
+    assert receipt.object_key == f"{device.device_id}/000000000001/" \
         f"{receipt.stored_sha256}"
-    assert receipt.log_index is None and receipt.tree_size is None
+    assert receipt.log_index is None
+    assert receipt.tree_size is None
 
     # Idempotent: the same chunk again gets the very same receipt, by either door.
     again = await device.verify(1)
     assert again.json["receipt"] == body["receipt"]
     reannounce = await device.announce(env)
-    assert reannounce.status == 200 and reannounce.json["receipt"] == body["receipt"]
+    assert reannounce.status == 200
+    assert reannounce.json["receipt"] == body["receipt"]
     assert reannounce.json["upload"] is None
 
     stop = await device.announce(device.event("stop"))
     assert stop.json["state"] == "verified"
     # Stored bytes are what was sent; the local store made the file read-only.
     stored = await any_server.services.store.get(receipt.object_key)
-    assert stored is not None and stored.data == chunk.data
+    assert stored is not None
+    assert stored.data == chunk.data
     if any_server.services.store.kind == "local":
         mode = os.stat(any_server.services.config.data_dir / "footage" / receipt.object_key).st_mode
         assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     else:
-        assert stored.lock_mode == "COMPLIANCE" and stored.retain_until_ms is not None
+        assert stored.lock_mode == "COMPLIANCE"
+        assert stored.retain_until_ms is not None
     # The first keyframe is decoded after the receipt.
     for _ in range(100):
         entry = await any_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries?from_seq=1&limit=1")
@@ -90,7 +101,8 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     assert await findings(any_admin, device.device_id, "chain.gap") == []
 
 
-async def test_gap_is_provisional_and_closes_itself(any_server: RunningServer, any_admin: Api, clock: FakeClock):
+async def test_gap_is_provisional_and_closes_itself(any_server: RunningServer, any_admin: Api,
+                                                    clock: FakeClock) -> None:
     device = await any_admin.enroll(clock)
     chunk = make_chunk()
     e0 = device.event("start")
@@ -100,7 +112,8 @@ async def test_gap_is_provisional_and_closes_itself(any_server: RunningServer, a
     assert (await device.announce(e0)).status == 201
     # seq 1 and 2 are late: seq 3 opens a gap that is a finding, not a refusal.
     r3 = await device.announce(e3)
-    assert r3.status == 201 and r3.json["verification"][2]["status"] == "provisional"
+    assert r3.status == 201
+    assert r3.json["verification"][2]["status"] == "provisional"
     gaps = await findings(any_admin, device.device_id, "chain.gap", open_only=True)
     assert [(g["evidence"]["first"], g["evidence"]["last"]) for g in gaps] == [(1, 2)]
     r2 = await device.announce(e2)
@@ -115,7 +128,7 @@ async def test_gap_is_provisional_and_closes_itself(any_server: RunningServer, a
 
 
 async def test_conflicting_body_for_a_used_seq_is_refused_and_kept_aside(any_server: RunningServer, any_admin: Api,
-                                                                         clock: FakeClock):
+                                                                         clock: FakeClock) -> None:
     device = await any_admin.enroll(clock)
     await device.announce(device.event("start"))
     original = make_chunk()
@@ -123,7 +136,8 @@ async def test_conflicting_body_for_a_used_seq_is_refused_and_kept_aside(any_ser
     other = make_chunk(seed=7)
     forged = device.manifest(other, seq=1, prev=device.prev, advance=False)
     reply = await device.announce(forged)
-    assert reply.status == 409 and reply.code == "chunk_conflict"
+    assert reply.status == 409
+    assert reply.code == "chunk_conflict"
     assert reply.json["existing_entry_hash"] == first["entry_hash"]
     # The conflicting body is handed over and kept under conflicts/, never on the original's key.
     evidence = reply.json["evidence_upload"]
@@ -131,25 +145,29 @@ async def test_conflicting_body_for_a_used_seq_is_refused_and_kept_aside(any_ser
     assert put.status in (200, 201), put.body
     kept = await any_server.services.store.get(f"conflicts/{device.device_id}/000000000001/"
                                                f"{hashlib.sha256(other.data).hexdigest()}")
-    assert kept is not None and kept.data == other.data
+    assert kept is not None
+    assert kept.data == other.data
     original_key = f"{device.device_id}/000000000001/{hashlib.sha256(original.data).hexdigest()}"
     stored = await any_server.services.store.get(original_key)
-    assert stored is not None and stored.data == original.data
+    assert stored is not None
+    assert stored.data == original.data
     entry = await any_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/1")
     assert entry["receipt"] == first["receipt"]
     assert len(await findings(any_admin, device.device_id, "chunk.conflict")) == 1
 
 
 async def test_lost_device_entries_are_stored_verified_and_untrusted(any_server: RunningServer, any_admin: Api,
-                                                                    clock: FakeClock):
+                                                                    clock: FakeClock) -> None:
     device = await any_admin.enroll(clock)
     await device.announce(device.event("start"))
     await device.deliver()
     changed = await any_admin.ok("POST", f"/api/v1/devices/{device.device_id}/state",
                                  {"state": "lost", "reason": "reported stolen"})
-    assert changed["cutoff_seq"] == 1 and changed["state"] == "lost"
+    assert changed["cutoff_seq"] == 1
+    assert changed["state"] == "lost"
     after = await device.deliver(make_chunk(seed=3))  # never refused, never dropped
-    assert after["state"] == "verified" and after["trusted"] is False
+    assert after["state"] == "verified"
+    assert after["trusted"] is False
     untrusted = await findings(any_admin, device.device_id, "entry.untrusted")
     assert [f["seq"] for f in untrusted] == [2]
     before = await any_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/1")
@@ -163,7 +181,7 @@ async def test_lost_device_entries_are_stored_verified_and_untrusted(any_server:
                                                                            ("active", 2)]
 
 
-async def test_officer_mismatch_and_expired_certificate(server: RunningServer, admin: Api, clock: FakeClock):
+async def test_officer_mismatch_and_expired_certificate(server: RunningServer, admin: Api, clock: FakeClock) -> None:
     now = clock.now_ms()
     day = 86_400_000
     await admin.ok("POST", "/api/v1/officers", {"id": "off-1", "name": "张三", "unit": "市场监管一队",
@@ -172,7 +190,8 @@ async def test_officer_mismatch_and_expired_certificate(server: RunningServer, a
                                                 "cert_number": "ZJ-0002", "cert_expires_ms": now - day})
     device = await admin.enroll(clock)
     refused = await admin.call("POST", f"/api/v1/devices/{device.device_id}/assignments", {"officer_id": "off-2"})
-    assert refused.status == 422 and refused.code == "officer_certificate_expired"
+    assert refused.status == 422
+    assert refused.code == "officer_certificate_expired"
     await admin.ok("POST", f"/api/v1/devices/{device.device_id}/assignments", {"officer_id": "off-1"}, 201)
     me = await device.request("GET", "/api/v1/device/self")
     assert me.json["assignment"]["officer_id"] == "off-1"
@@ -186,7 +205,7 @@ async def test_officer_mismatch_and_expired_certificate(server: RunningServer, a
     assert [f["seq"] for f in expired] == [1]
 
 
-async def test_device_key_rotation(server: RunningServer, admin: Api, clock: FakeClock):
+async def test_device_key_rotation(server: RunningServer, admin: Api, clock: FakeClock) -> None:
     from protocol.keys import SigningKey
 
     device = await admin.enroll(clock)
@@ -203,17 +222,19 @@ async def test_device_key_rotation(server: RunningServer, admin: Api, clock: Fak
     assert ok.status == 200, ok.body
     device.key = new_key  # the device id stays the one of its first key
     after = await device.deliver()
-    assert after["state"] == "verified" and after["trusted"] is True
+    assert after["state"] == "verified"
+    assert after["trusted"] is True
     keys = await admin.ok("GET", f"/api/v1/devices/{device.device_id}/keys")
     assert [k["retired_after_seq"] for k in keys["keys"]] == [0, None]
 
 
-async def test_server_key_rotation_keeps_old_keys(server: RunningServer, admin: Api, clock: FakeClock):
+async def test_server_key_rotation_keeps_old_keys(server: RunningServer, admin: Api, clock: FakeClock) -> None:
     token_before = (await admin.ok("POST", "/api/v1/enrollment-tokens", {}))["token"]
     old = server.services.keyring.current.key_id
     rotated = await admin.ok("POST", "/api/v1/server-keys/rotate")
     assert rotated["current"]["key_id"] != old
-    assert [k["key_id"] for k in rotated["keys"]][1] == old and rotated["keys"][1]["retired_ms"] is not None
+    assert [k["key_id"] for k in rotated["keys"]][1] == old
+    assert rotated["keys"][1]["retired_ms"] is not None
     # A token made before the rotation pins the old key: the answer is signed by exactly that key.
     from tests.helpers.device import SimDevice
 

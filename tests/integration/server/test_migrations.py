@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_migrations_match_the_metadata(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+async def test_migrations_match_the_metadata(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if backend == "sqlite":
         url = database_url(None, tmp_path / "m.sqlite3")
     else:
@@ -27,13 +28,14 @@ async def test_migrations_match_the_metadata(backend: str, tmp_path: Path, reque
         await db.migrate()
         await db.migrate()  # a second start finds nothing to do
 
-        def diff(sync_conn):  # type: ignore[no-untyped-def]
+        def diff(sync_conn: Any) -> Any:
             return compare_metadata(MigrationContext.configure(sync_conn, opts={"compare_type": True}), metadata)
 
         async with db.engine.connect() as conn:
             differences = await conn.run_sync(diff)
             tables = await conn.run_sync(lambda c: set(__import__("sqlalchemy").inspect(c).get_table_names()))
         assert differences == []
-        assert set(metadata.tables) <= tables and "alembic_version" in tables
+        assert set(metadata.tables) <= tables
+        assert "alembic_version" in tables
     finally:
         await db.close()

@@ -8,6 +8,7 @@ here fails the coverage check.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -15,15 +16,15 @@ from custody.clock import FakeClock
 from protocol.keys import SigningKey
 from server.api.routes import ROUTES
 from server.app import RunningServer
-from tests.helpers.device import Reply, SimDevice
+from tests.helpers.device import Reply
 from tests.integration.server.conftest import Api
 
 pytestmark = pytest.mark.integration
 
-A, D, O, C, S, L, U, V = ("admin", "device_admin", "officer", "case_handler", "supervisor", "legal_reviewer",
+A, D, OF, C, S, L, U, V = ("admin", "device_admin", "officer", "case_handler", "supervisor", "legal_reviewer",
                           "auditor", "device")
-ROLES = (A, D, O, C, S, L, U, V)
-PEOPLE = (A, D, O, C, S, L, U)
+ROLES = (A, D, OF, C, S, L, U, V)
+PEOPLE = (A, D, OF, C, S, L, U)
 
 # The table, written by hand from the role descriptions in DESIGN.md (Users); not derived from the code.
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -66,12 +67,12 @@ NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "
                   ("POST", "/api/v1/enroll"): "enrollment token", ("PUT", "/api/v1/upload/{key}"): "upload URL"}
 
 
-def test_the_table_covers_every_route():
+def test_the_table_covers_every_route() -> None:
     routes = {(r.method, r.openapi_path) for r in ROUTES}
     assert routes == set(EXPECTED) | set(NOT_ROLE_BASED)
 
 
-async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock):
+async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) -> None:
     clients = {role: await admin.user(f"matrix-{role.replace('_', '-')}", role) for role in PEOPLE}
     victim = await admin.user("victim", "officer")
     victim_token = (await admin.ok("GET", "/api/v1/users/victim/tokens"))["tokens"][0]["id"]
@@ -85,9 +86,9 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock):
     counter = itertools.count()
     assert victim.token
 
-    def body_for(method: str, path: str) -> dict | None:
+    def body_for(method: str, path: str) -> dict[str, Any] | None:
         n = next(counter)
-        return {
+        bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("POST", "/api/v1/users"): {"name": f"made-{n}", "role": "officer"},
             ("POST", "/api/v1/users/{name}/tokens"): {"label": "x"},
             ("POST", "/api/v1/officers"): {"id": f"off-m{n}", "name": "N", "unit": "U", "cert_number": f"M-{n}",
@@ -96,7 +97,8 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock):
             ("POST", "/api/v1/enrollment-tokens"): {},
             ("POST", "/api/v1/devices/{device_id}/state"): {"state": "suspended" if n % 2 else "active"},
             ("POST", "/api/v1/devices/{device_id}/assignments"): {"officer_id": "off-1"},
-        }.get((method, path))
+        }
+        return bodies.get((method, path))
 
     def concrete(path: str) -> str:
         return (path.replace("{name}", "victim").replace("{token_id}", victim_token)

@@ -38,7 +38,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
     await st.close()
 
 
-async def test_write_once(store: FootageStore):
+async def test_write_once(store: FootageStore) -> None:
     data = os.urandom(5000)
     sha = hashlib.sha256(data).hexdigest()
     key = object_key(DEVICE, 7, sha)
@@ -49,7 +49,8 @@ async def test_write_once(store: FootageStore):
     with pytest.raises((ObjectExists, ValueError)):
         await store.put(key, other, sha)  # bytes that do not match their hash never land
     got = await store.get(key)
-    assert got is not None and got.data == data
+    assert got is not None
+    assert got.data == data
     await store.seal(key)
     if isinstance(store, LocalStore):
         path = store.root / key
@@ -58,10 +59,11 @@ async def test_write_once(store: FootageStore):
         with pytest.raises(ValueError):
             await store.get("../" + key)
     else:
-        assert got.lock_mode == "COMPLIANCE" and got.store_sha256 == sha
+        assert got.lock_mode == "COMPLIANCE"
+        assert got.store_sha256 == sha
 
 
-async def test_s3_enforces_lock_checksum_and_signed_headers(localstack: LocalStack, clock: FakeClock):
+async def test_s3_enforces_lock_checksum_and_signed_headers(localstack: LocalStack, clock: FakeClock) -> None:
     store = S3Store(S3Config(endpoint_url=localstack.endpoint_url, bucket=localstack.new_bucket_name(),
                              create_bucket=True, access_key_id=localstack.access_key,
                              secret_access_key=__import__("server.config").config.Secret(localstack.secret_key),
@@ -76,7 +78,8 @@ async def test_s3_enforces_lock_checksum_and_signed_headers(localstack: LocalSta
         async with aiohttp.ClientSession() as s:
             # Other bytes with the signed checksum: refused by S3 itself.
             async with s.put(target.url, data=os.urandom(4096), headers=target.headers) as r:
-                assert r.status == 400 and b"BadDigest" in await r.read()
+                assert r.status == 400
+                assert b"BadDigest" in await r.read()
             # Without the lock headers the signature does not match: refused.
             plain = {k: v for k, v in target.headers.items() if not k.startswith("x-amz-object-lock")}
             async with s.put(target.url, data=data, headers=plain) as r:
@@ -84,7 +87,9 @@ async def test_s3_enforces_lock_checksum_and_signed_headers(localstack: LocalSta
             async with s.put(target.url, data=data, headers=target.headers) as r:
                 assert r.status == 200, await r.read()
         stored = await store.get(key)
-        assert stored is not None and stored.data == data and stored.lock_mode == "COMPLIANCE"
+        assert stored is not None
+        assert stored.data == data
+        assert stored.lock_mode == "COMPLIANCE"
         versions = store.client.list_object_versions(Bucket=store.bucket, Prefix=key)["Versions"]
         with pytest.raises(ClientError):
             store.client.delete_object(Bucket=store.bucket, Key=key, VersionId=versions[0]["VersionId"])

@@ -16,13 +16,14 @@ BODY = Body("T", {"n": F("integer", lo=0, hi=10), "s": F("string", required=Fals
     (b'{"n":11}', "out_of_range"), (b'{"n":1,"s":"ABC"}', "bad_value"), (b'{"n":1,"s":"abcdef"}', "out_of_range"),
     (b'{"n":NaN}', "bad_json"), (b'{"n":1,"s":"a\\u0000"}', "bad_value"), (b'{"n":null}', "wrong_type"),
 ])
-def test_refusals(raw: bytes, code: str):
+def test_refusals(raw: bytes, code: str) -> None:
     with pytest.raises(BadRequest) as info:
         BODY.parse(raw)
     assert info.value.code == code
 
 
-def test_accepts_and_documents():
+def test_accepts_and_documents() -> None:
     assert BODY.parse(b'{"n":3,"s":"ab"}') == {"n": 3, "s": "ab"}
     schema = BODY.schema()
-    assert schema["required"] == ["n"] and schema["additionalProperties"] is False
+    assert schema["required"] == ["n"]
+    assert schema["additionalProperties"] is False

@@ -29,13 +29,14 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custody.clock import SystemClock  # noqa: E402
-from server.app import start_server  # noqa: E402
-from server.storage.base import object_key  # noqa: E402
-from tests.helpers.device import SimDevice  # noqa: E402
-from tests.helpers.media import Chunk, make_chunk  # noqa: E402
-from tests.integration.server.backends import LocalStack, Postgres  # noqa: E402
-from tests.integration.server.conftest import server_config  # noqa: E402
+from custody.clock import SystemClock
+from server.app import start_server
+from server.storage.base import object_key
+from tests.helpers.device import SimDevice
+from tests.helpers.media import Chunk, make_chunk
+from tests.integration.server.conftest import server_config
+from tests.services.postgres import PostgresServer
+from tests.services.s3 import LocalStackS3
 
 
 def one_mib_chunk() -> Chunk:
@@ -69,7 +70,7 @@ async def run_full(url: str, admin_token: str, chunk: Chunk, devices: int, per_d
 
 async def run_raw_disk(chunk: Chunk, devices: int, per_device: int, root: Path) -> float:
     """Seconds for the same PUTs to a bare aiohttp handler that writes each body with O_EXCL + fsync."""
-    root.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
 
     async def put(request: web.Request) -> web.Response:
         data = await request.read()
@@ -126,7 +127,8 @@ async def run_raw_s3(store: Any, chunk: Chunk, devices: int, per_device: int) ->
 
 
 def line(label: str, seconds: float, n: int, size: int) -> str:
-    return f"{label:<34} {n / seconds:8.1f} chunks/s {n * size / seconds / 1e6:8.1f} MB/s  ({n} chunks, {seconds:.2f} s)"
+    rate, mbps = n / seconds, n * size / seconds / 1e6
+    return f"{label:<34} {rate:8.1f} chunks/s {mbps:8.1f} MB/s  ({n} chunks, {seconds:.2f} s)"
 
 
 async def main() -> None:
@@ -141,8 +143,9 @@ async def main() -> None:
     print(f"chunk: {len(chunk.data)} bytes, {chunk.codec.video_frames} frames; {args.devices} devices x "
           f"{per_device} chunks; cpu count {os.cpu_count()}")
     backends = args.backends.split(",")
-    pg = Postgres() if any(b.startswith("postgres") for b in backends) else None
-    s3 = LocalStack() if any(b.endswith("s3") for b in backends) else None
+    tmp_services = tempfile.TemporaryDirectory()
+    pg = PostgresServer() if any(b.startswith("postgres") for b in backends) else None
+    s3 = LocalStackS3(Path(tmp_services.name) / "localstack") if any(b.endswith("s3") for b in backends) else None
     if pg:
         pg.start()
     if s3:
@@ -153,8 +156,12 @@ async def main() -> None:
             print(line("raw aiohttp PUT to disk (fsync)", raw_disk, n, len(chunk.data)))
             for backend in backends:
                 data_dir = Path(tmp) / backend
-                config = server_config(data_dir, backend=backend,
-                                       postgres=pg, localstack=s3)
+                config = server_config(
+                    data_dir,
+                    database_url=pg.create_database(backend.replace("-", "_")) if pg and
+                    backend.startswith("postgres") else None,
+                    s3=s3 if backend.endswith("s3") else None,
+                    bucket=s3.make_bucket(object_lock=True) if s3 and backend.endswith("s3") else None)
                 server = await start_server(config)
                 try:
                     token = server.services.datadir.admin_token.read_text().strip()
@@ -172,6 +179,7 @@ async def main() -> None:
             s3.stop()
         if pg:
             pg.stop()
+        tmp_services.cleanup()
 
 
 if __name__ == "__main__":

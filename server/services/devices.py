@@ -210,7 +210,9 @@ class DevicesService:
         async with self.db.read() as conn:
             await self._row(conn, device_id)
             rows = (await conn.execute(sa.select(device_keys).where(device_keys.c.device_id == device_id)
-                                       .order_by(device_keys.c.created_ms))).all()
+                                       # Same-millisecond rotations: the retired key came first.
+                                       .order_by(device_keys.c.created_ms, device_keys.c.retired_ms.is_(None)))
+                ).all()
         return [{"key_id": r.key_id, "alg": r.alg, "public_key": r.public_key.hex(), "created_ms": r.created_ms,
                  "retired_ms": r.retired_ms, "retired_after_seq": r.retired_after_seq} for r in rows]
 

@@ -1,10 +1,11 @@
 """Fixtures of the server integration tests: a real server on a free loopback port, on SQLite with
-the local store, or on real PostgreSQL with the real S3 endpoint (LocalStack)."""
+the local store, or on real PostgreSQL with the real S3 endpoint (LocalStack), both from the shared
+fixtures in tests/conftest.py (``postgres_db``, ``s3``, ``s3_bucket``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +16,24 @@ from custody.clock import FakeClock
 from server.app import RunningServer, start_server
 from server.config import ServerConfig, load_config
 from tests.helpers.device import Reply, SimDevice
-from tests.integration.server.backends import LocalStack, Postgres
+from tests.services.s3 import LocalStackS3
 
 BACKENDS = ("sqlite-local", "postgres-s3")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """One PostgreSQL cluster for the session; each server gets a fresh database."""
-    pg = Postgres()
-    pg.start()
-    yield pg
-    pg.stop()
-
-
-@pytest.fixture(scope="session")
-def localstack() -> Iterator[LocalStack]:
-    """One LocalStack for the session; each server gets a fresh bucket with Object Lock."""
-    s3 = LocalStack()
-    s3.start()
-    yield s3
-    s3.stop()
-
-
-def server_config(data_dir: Path, *, backend: str = "sqlite-local", postgres: Postgres | None = None,
-                  localstack: LocalStack | None = None, **overrides: Any) -> ServerConfig:
-    """A config for a test server on a free port."""
+def server_config(data_dir: Path, *, database_url: str | None = None, s3: LocalStackS3 | None = None,
+                  bucket: str | None = None, **overrides: Any) -> ServerConfig:
+    """A config for a test server on a free port: SQLite unless ``database_url``, local store unless ``s3``."""
     values: dict[str, Any] = {"data_dir": str(data_dir), "http.port": 0, "http.access_log": False,
                               "ingest.decode_after_receipt": True}
-    if backend.startswith("postgres"):
-        assert postgres is not None
-        values["database.url"] = postgres.new_database()
-    if backend.endswith("s3"):
-        assert localstack is not None
-        values.update({"storage.backend": "s3", "storage.s3.endpoint_url": localstack.endpoint_url,
-                       "storage.s3.bucket": localstack.new_bucket_name(), "storage.s3.create_bucket": True,
-                       "storage.s3.access_key_id": localstack.access_key,
-                       "storage.s3.secret_access_key": localstack.secret_key, "storage.s3.retention_days": 1})
+    if database_url is not None:
+        values["database.url"] = database_url
+    if s3 is not None:
+        assert bucket is not None
+        values.update({"storage.backend": "s3", "storage.s3.endpoint_url": s3.endpoint_url,
+                       "storage.s3.bucket": bucket, "storage.s3.region": s3.region,
+                       "storage.s3.access_key_id": s3.access_key,
+                       "storage.s3.secret_access_key": s3.secret_key, "storage.s3.retention_days": 1})
     values.update(overrides)
     return load_config(None, env={}, overrides=values)
 
@@ -73,11 +55,11 @@ async def server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServe
 @pytest.fixture(params=BACKENDS)
 async def any_server(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServer]:
     """The same tests on SQLite + local store and on PostgreSQL + S3."""
-    backend = request.param
     kw: dict[str, Any] = {}
-    if backend == "postgres-s3":
-        kw = {"postgres": request.getfixturevalue("postgres"), "localstack": request.getfixturevalue("localstack")}
-    srv = await start_server(server_config(tmp_path / "data", backend=backend, **kw), clock)
+    if request.param == "postgres-s3":
+        kw = {"database_url": request.getfixturevalue("postgres_db").async_url, "s3": request.getfixturevalue("s3"),
+              "bucket": request.getfixturevalue("s3_bucket")}
+    srv = await start_server(server_config(tmp_path / "data", **kw), clock)
     yield srv
     await srv.stop()
 

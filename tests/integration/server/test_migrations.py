@@ -11,7 +11,6 @@ from alembic.migration import MigrationContext
 
 from server.db.database import Database, database_url
 from server.db.schema import metadata
-from tests.integration.server.backends import Postgres
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +20,7 @@ async def test_migrations_match_the_metadata(backend: str, tmp_path: Path, reque
     if backend == "sqlite":
         url = database_url(None, tmp_path / "m.sqlite3")
     else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = database_url(pg.new_database(), tmp_path)
+        url = database_url(request.getfixturevalue("postgres_db").async_url, tmp_path)
     db = Database.connect(url)
     try:
         await db.migrate()

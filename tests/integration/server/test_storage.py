@@ -13,15 +13,22 @@ import pytest
 from botocore.exceptions import ClientError
 
 from custody.clock import FakeClock
-from server.config import S3Config
+from server.config import S3Config, Secret
 from server.storage.base import FootageStore, ObjectExists, object_key
 from server.storage.local import LocalStore
 from server.storage.s3 import S3Store
-from tests.integration.server.backends import LocalStack
+from tests.services.s3 import LocalStackS3
 
 pytestmark = pytest.mark.integration
 
 DEVICE = "a" * 24
+
+
+def s3_store(s3: LocalStackS3, bucket: str, clock: FakeClock) -> S3Store:
+    """The server's S3 store on the shared LocalStack, one day of COMPLIANCE retention."""
+    return S3Store(S3Config(endpoint_url=s3.endpoint_url, bucket=bucket, region=s3.region,
+                            access_key_id=s3.access_key, secret_access_key=Secret(s3.secret_key), retention_days=1),
+                   clock)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -29,10 +36,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
     if request.param == "local":
         st: FootageStore = LocalStore(tmp_path / "footage", base_url="http://127.0.0.1:1", upload_secret=b"k" * 32)
     else:
-        ls: LocalStack = request.getfixturevalue("localstack")
-        st = S3Store(S3Config(endpoint_url=ls.endpoint_url, bucket=ls.new_bucket_name(), create_bucket=True,
-                              access_key_id=ls.access_key, secret_access_key=__import__("server.config").config.Secret(
-                                  ls.secret_key), retention_days=1), clock)
+        st = s3_store(request.getfixturevalue("s3"), request.getfixturevalue("s3_bucket"), clock)
     await st.start()
     yield st
     await st.close()
@@ -63,11 +67,9 @@ async def test_write_once(store: FootageStore) -> None:
         assert got.store_sha256 == sha
 
 
-async def test_s3_enforces_lock_checksum_and_signed_headers(localstack: LocalStack, clock: FakeClock) -> None:
-    store = S3Store(S3Config(endpoint_url=localstack.endpoint_url, bucket=localstack.new_bucket_name(),
-                             create_bucket=True, access_key_id=localstack.access_key,
-                             secret_access_key=__import__("server.config").config.Secret(localstack.secret_key),
-                             retention_days=1), clock)
+async def test_s3_enforces_lock_checksum_and_signed_headers(s3: LocalStackS3, s3_bucket: str,
+                                                            clock: FakeClock) -> None:
+    store = s3_store(s3, s3_bucket, clock)
     await store.start()
     try:
         data = os.urandom(4096)

@@ -1,0 +1,155 @@
+"""The device's HTTP client for the server: enrollment, and the ingest calls, all signed with the device key.
+
+Errors are split the way the uploader needs them: :class:`Unreachable` (network down, server
+down, 5xx, 429: try again later, with backoff) versus :class:`Refused` (a 4xx problem document:
+the server has judged the request and retrying the same bytes will not help).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from agent.errors import AgentError
+from custody.clock import Clock
+from protocol.enrollment import EnrollmentToken, open_enrollment_answer
+from protocol.httpsig import sign_request
+from protocol.keys import SigningKey
+from protocol.messages import DeviceCertificate, EnrollmentAnswer, EnrollmentRequest
+
+log = logging.getLogger(__name__)
+
+FIRMWARE = "custody-agent/0.1.0"
+
+
+class Unreachable(AgentError):
+    """The server could not be reached or could not answer now; try again later."""
+
+    code = "server_unreachable"
+
+
+class Refused(AgentError):
+    """The server refused the request (4xx) with a problem document."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"server refused ({status} {code}): {detail}", code=code)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful answer."""
+
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+class ServerClient:
+    """Signed requests from one device to its server."""
+
+    def __init__(
+        self,
+        api_url: str,
+        key: SigningKey,
+        clock: Clock,
+        *,
+        device_id: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.key = key
+        # A device keeps the id of its first key across key rotations.
+        self.device_id = device_id or key.public.device_id
+        self.clock = clock
+        self._session = session
+        self._own_session = session is None
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._own_session = True
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if this client opened it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    async def send(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
+        """One request; classify failures as :class:`Unreachable` or :class:`Refused`."""
+        session = await self._sess()
+        try:
+            async with session.request(method, url, data=body, headers=headers or {}) as r:
+                data = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unreachable(f"{method} {urlsplit(url).path}: {type(exc).__name__}: {exc}") from None
+        if status >= 500 or status == 429:
+            raise Unreachable(f"{method} {urlsplit(url).path}: server answered {status}")
+        if status >= 400:
+            try:
+                problem = json.loads(data)
+                code, detail = str(problem.get("code", "refused")), str(problem.get("detail", problem))
+            except ValueError:
+                code, detail = "refused", data[:200].decode("utf-8", "replace")
+            raise Refused(status, code, detail)
+        return Reply(status, data)
+
+    async def signed(self, method: str, path: str, body: bytes = b"") -> Reply:
+        """A request signed with the device key (path is path plus query, as signed)."""
+        headers = sign_request(self.key, method, path, body, self.clock.now_ms(), device_id=self.device_id)
+        headers["Content-Type"] = "application/json"
+        return await self.send(method, self.api_url + path, body, headers)
+
+    # -- enrollment ----------------------------------------------------------------------------
+
+    async def enroll(
+        self, token: EnrollmentToken, *, serial: str, model: str, nonce: str
+    ) -> tuple[EnrollmentAnswer, DeviceCertificate, bytes]:
+        """Enroll with a one-time token; the answer is checked as the wire contract demands."""
+        request = EnrollmentRequest(
+            1, token.secret, "ed25519", self.key.public.raw, serial, model, FIRMWARE, self.clock.now_ms(), nonce
+        )
+        reply = await self.send(
+            "POST", self.api_url + "/api/v1/enroll", request.sign(self.key).raw, {"Content-Type": "application/json"}
+        )
+        answer, cert = open_enrollment_answer(token, reply.body, self.key.public.raw)
+        return answer, cert, reply.body
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    async def announce(self, envelope: bytes) -> dict[str, Any]:
+        """Announce an entry; a manifest's answer holds its upload target, an event's its receipt."""
+        result: dict[str, Any] = (await self.signed("POST", "/api/v1/device/entries", envelope)).json()
+        return result
+
+    async def upload(self, target: dict[str, Any], data: bytes) -> None:
+        """PUT the bytes to the target, with its headers verbatim (checksums, Object Lock headers)."""
+        await self.send(str(target["method"]), str(target["url"]), data, {str(k): str(v)
+                                                                          for k, v in target["headers"].items()})
+
+    async def verify(self, seq: int) -> dict[str, Any]:
+        """Ask the server to verify ``seq``; the answer holds the receipt when it passed."""
+        result: dict[str, Any] = (await self.signed("POST", f"/api/v1/device/entries/{seq}/verify")).json()
+        return result
+
+    async def entry(self, seq: int) -> dict[str, Any]:
+        """The server's view of one of this device's entries."""
+        result: dict[str, Any] = (await self.signed("GET", f"/api/v1/device/entries/{seq}")).json()
+        return result
+
+    async def self_info(self) -> dict[str, Any]:
+        """This device as the server sees it: state, assignment, server keys."""
+        result: dict[str, Any] = (await self.signed("GET", "/api/v1/device/self")).json()
+        return result

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, TypeAlias
 
 import av
 import numpy as np
@@ -36,6 +37,9 @@ SOFTWARE_ENCODER = "libx264"
 DEFAULT_CANDIDATES: tuple[str, ...] = (HARDWARE_ENCODER, SOFTWARE_ENCODER)
 
 AUDIO_CODECS = {"aac": "aac", "opus": "libopus"}
+
+# What the encoders emit and the chunker muxes; the stream type does not matter to either.
+Packet: TypeAlias = "av.Packet[Any]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,7 @@ class MediaEncoder:
     """
 
     def __init__(self, video_codec: str, video: VideoSettings, audio: AudioSettings | None = None) -> None:
+        check_h264_encoder(video_codec)
         self.video_settings = video
         self.audio_settings = audio
         self.video_codec = video_codec
@@ -131,6 +136,8 @@ class MediaEncoder:
         try:
             options = video_codec_options(video_codec, video)
             vs = self._holder.add_stream(video_codec, rate=video.fps, options=options)
+            if not isinstance(vs, av.VideoStream):
+                raise EncoderUnavailableError(f"{video_codec} is not a video encoder")
             vs.width = video.width
             vs.height = video.height
             vs.pix_fmt = "yuv420p"
@@ -141,11 +148,16 @@ class MediaEncoder:
             self.audio_stream: av.AudioStream | None = None
             if audio is not None:
                 a = self._holder.add_stream(AUDIO_CODECS[audio.codec], rate=audio.rate)
+                if not isinstance(a, av.AudioStream):
+                    raise EncoderUnavailableError(f"{audio.codec} is not an audio encoder")
                 a.layout = audio.layout
                 a.bit_rate = audio.bitrate
                 self.audio_stream = a
             self._holder.start_encoding()
-        except (av.FFmpegError, ValueError) as exc:
+        except EncoderUnavailableError:
+            self._discard_holder()
+            raise
+        except (av.FFmpegError, ValueError, TypeError) as exc:
             self._discard_holder()
             raise EncoderUnavailableError(f"cannot open encoder {video_codec}: {exc}") from exc
         self._time_base = Fraction(1) / video.fps
@@ -157,7 +169,7 @@ class MediaEncoder:
         """Short audio codec name as it appears in chunk metadata (``aac``, ``opus``) or None."""
         return self.audio_settings.codec if self.audio_settings else None
 
-    def encode_video(self, image: Image, pts: int, *, keyframe: bool = False) -> list[av.Packet]:
+    def encode_video(self, image: Image, pts: int, *, keyframe: bool = False) -> list[Packet]:
         """Encode one yuv420p frame at ``pts`` (frames); ``keyframe`` forces an IDR here."""
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts = pts
@@ -166,7 +178,7 @@ class MediaEncoder:
             frame.pict_type = PictureType.I
         return self._video_packets(self.video_stream.encode(frame))
 
-    def encode_audio(self, samples: npt.NDArray[np.int16], pts: int) -> list[av.Packet]:
+    def encode_audio(self, samples: npt.NDArray[np.int16], pts: int) -> list[Packet]:
         """Encode int16 planar samples, shape ``(channels, n)``, starting at sample ``pts``."""
         if self.audio_stream is None or self.audio_settings is None:
             raise RuntimeError("this encoder has no audio stream")
@@ -178,7 +190,7 @@ class MediaEncoder:
         frame.time_base = self._audio_tb
         return list(self.audio_stream.encode(frame))
 
-    def flush(self) -> list[av.Packet]:
+    def flush(self) -> list[Packet]:
         """Drain both encoders at the end of the session (video first, then audio)."""
         packets = self._video_packets(self.video_stream.encode(None))
         if self.audio_stream is not None:
@@ -189,7 +201,7 @@ class MediaEncoder:
         """Release the codec contexts."""
         self._discard_holder()
 
-    def _video_packets(self, packets: Sequence[av.Packet]) -> list[av.Packet]:
+    def _video_packets(self, packets: Sequence[Packet]) -> list[Packet]:
         out = list(packets)
         for p in out:
             # Encoders leave duration 0; the MP4's last sample (and so the chunk's duration) is only
@@ -207,6 +219,16 @@ class MediaEncoder:
                 holder.close()
             except av.FFmpegError as exc:  # nothing was ever muxed; a trailer error means nothing
                 log.debug("closing the encoder's holder container: %s", exc)
+
+
+def check_h264_encoder(codec: str) -> None:
+    """Raise :class:`EncoderUnavailableError` unless this FFmpeg build has ``codec`` as an H.264 encoder."""
+    try:
+        found = av.codec.Codec(codec, "w")
+    except ValueError:
+        raise EncoderUnavailableError(f"encoder {codec!r} is not in this FFmpeg build") from None
+    if found.canonical_name != "h264":
+        raise EncoderUnavailableError(f"encoder {codec!r} makes {found.canonical_name}, not H.264")
 
 
 def split_annexb(data: bytes) -> list[bytes]:
@@ -247,7 +269,7 @@ def ensure_parameter_sets(stream: av.VideoStream, keyframe: bytes) -> bool:
     return True
 
 
-Probe = Callable[[str, VideoSettings], None]
+Probe: TypeAlias = Callable[[str, VideoSettings], None]
 
 
 def probe_video_encoder(codec: str, settings: VideoSettings) -> None:

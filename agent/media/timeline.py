@@ -46,7 +46,7 @@ class VideoTimeline:
             return []
         if gap > self._max_gap:
             raise MediaSourceError(
-                f"video timestamps jumped by {gap / self._fps:.0f} s; the source clock is broken"
+                f"video timestamps jumped by {float(gap / self._fps):.0f} s; the source clock is broken"
             )
         out = [
             (RawVideoFrame(last.image, p, last.time_ms + round((p - last.pts) * 1000 / self._fps)), True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,6 @@ class RawAudioFrame:
 RawFrame = RawVideoFrame | RawAudioFrame
 
 
-@runtime_checkable
 class MediaSource(Protocol):
     """A camera, a microphone, a file or a generator, seen the same way by the pipeline.
 

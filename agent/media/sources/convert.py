@@ -45,9 +45,6 @@ class AudioBlocker:
 
     def push(self, frame: av.AudioFrame) -> list[Samples]:
         """Add a decoded frame; return the full blocks now available."""
-        if frame.layout.name.endswith("channels"):
-            # Devices may report "1 channels" (no named layout), which the resampler rejects.
-            frame.layout = "mono" if frame.layout.nb_channels == 1 else "stereo"
         for out in self._resampler.resample(frame):
             arr = out.to_ndarray().reshape(self._channels, -1).astype(np.int16, copy=False)
             self._parts.append(arr)

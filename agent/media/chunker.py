@@ -12,16 +12,19 @@ and a hardware H.264 encoder may hold several frames. A chunk is closed only whe
 have passed its end, so no packet ever lands in the wrong file:
 
 - video: chunk k holds frames ``[start_k, start_k+1)``;
-- audio: a packet belongs to the chunk in which it starts (AAC's 1024-sample frames do not divide
-  a chunk boundary, so a chunk's audio may run up to one audio frame past its video, and the next
-  chunk's audio starts up to one frame after 0; MP4 edit lists carry that offset exactly, with the
-  movie timescale set to the audio rate).
+- audio: a packet belongs to the chunk in which it starts. AAC's 1024-sample frames do not divide
+  a chunk boundary, so a chunk's sound may run up to one audio frame past its video. Each chunk
+  also begins with copies of the packets just before its start, with negative timestamps that the
+  MP4 edit list hides (pre-roll): a player primes its decoder on them, and the chunk's sound
+  starts exactly at 0 in sync with the picture instead of fading in over the first frame. The
+  movie timescale is the audio rate so the edit list is exact to the sample.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,6 +40,11 @@ log = logging.getLogger(__name__)
 
 # Video timescale of the movie header when a chunk has no audio: divisible by every common rate.
 _VIDEO_MOVIE_TIMESCALE = 90_000
+
+# Audio a decoder needs before a chunk's first sample to output it correctly (pre-roll): AAC's
+# overlapping transform needs the one frame before the one that holds the sample; Opus asks for
+# 80 ms (RFC 7845, section 4.6).
+_PREROLL_SAMPLES = {"aac": 2048, "opus": 3840}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -65,7 +73,8 @@ class _Segment:
         self.vstream: Any = None
         self.astream: Any = None
         self.video_frames = 0
-        self.audio_samples = 0
+        self.audio_first: int | None = None  # earliest audio pts muxed, pre-roll included
+        self.audio_last_end = 0
 
 
 class Chunker:
@@ -82,6 +91,10 @@ class Chunker:
         self._video_high = -1  # highest video pts seen
         self._audio_high: int | None = None  # highest audio end (pts + duration) seen
         self._audio_closed_until: int | None = None
+        self._preroll = _PREROLL_SAMPLES.get(encoder.audio_codec or "", 0)
+        # The latest audio packets as (pts, duration, bytes): a packet's data is gone once muxed,
+        # and the next chunk needs copies of the last ones as its pre-roll.
+        self._audio_history: deque[tuple[int, int, bytes]] = deque(maxlen=8)
         self.late_audio_packets = 0
         self.orphan_video_packets = 0
 
@@ -172,6 +185,14 @@ class Chunker:
         assert pts is not None
         end = pts + duration
         self._audio_high = end if self._audio_high is None else max(self._audio_high, end)
+        copy = (pts, duration, bytes(packet)) if self._preroll else None
+        try:
+            self._route_audio(packet, pts, end)
+        finally:
+            if copy is not None:
+                self._audio_history.append(copy)
+
+    def _route_audio(self, packet: Packet, pts: int, end: int) -> None:
         # The encoder's priming packet (negative pts) belongs with the samples at 0.
         seg = self._find(max(pts, 0), audio=True)
         if seg is None:
@@ -182,12 +203,30 @@ class Chunker:
         if not seg.start.with_audio:
             return  # pre-event chunk without sound, by configuration
         self._open(seg)
-        packet.pts = pts - seg.audio_start
-        packet.dts = (packet.dts if packet.dts is not None else pts) - seg.audio_start
+        if seg.audio_first is None:
+            self._mux_preroll(seg, pts)
+        self._mux_audio(seg, packet, pts, end)
+
+    def _mux_preroll(self, seg: _Segment, first_pts: int) -> None:
+        """Put copies of the packets just before the chunk's start in front of its first one.
+
+        Their timestamps are negative in the chunk, so the MP4 edit list hides them: a player
+        decodes them only to prime its decoder, and the chunk's sound starts exactly at 0, where
+        a decoder started cold would fade in over the first frame.
+        """
+        for hpts, hdur, data in self._audio_history:
+            if seg.audio_start - self._preroll <= hpts < seg.audio_start and hpts < first_pts:
+                copy = av.Packet(data)
+                copy.time_base = Fraction(1, self._rate or 1)
+                copy.duration = hdur
+                self._mux_audio(seg, copy, hpts, hpts + hdur)
+
+    def _mux_audio(self, seg: _Segment, packet: Packet, pts: int, end: int) -> None:
+        packet.pts = packet.dts = pts - seg.audio_start
         packet.stream = seg.astream
         seg.container.mux(packet)
-        # Count what a player presents: priming before the chunk's start is not sound.
-        seg.audio_samples += end - max(pts, seg.audio_start)
+        seg.audio_first = pts if seg.audio_first is None else min(seg.audio_first, pts)
+        seg.audio_last_end = max(seg.audio_last_end, end)
 
     def _open(self, seg: _Segment) -> None:
         if seg.container is not None:
@@ -228,6 +267,13 @@ class Chunker:
                 out.append((chunk, seg.start))
         return out
 
+    @staticmethod
+    def _presented_samples(seg: _Segment) -> int:
+        """Samples a player presents: from the chunk's start (or its first sound) to the last sample."""
+        if seg.audio_first is None:
+            return 0
+        return max(0, seg.audio_last_end - max(seg.audio_start, seg.audio_first))
+
     def _close(self, seg: _Segment) -> EncodedChunk | None:
         if seg.container is None or seg.video_frames == 0:
             if seg.container is not None:
@@ -245,7 +291,7 @@ class Chunker:
             start_ms=seg.start.start_ms,
             duration_ms=round(Fraction(seg.video_frames * 1000) / fps),
             video_frames=seg.video_frames,
-            audio_samples=seg.audio_samples if audio else 0,
+            audio_samples=self._presented_samples(seg) if audio else 0,
             width=self._enc.video_settings.width,
             height=self._enc.video_settings.height,
             fps_num=fps.numerator,

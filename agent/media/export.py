@@ -3,8 +3,9 @@
 The chunks of one recording come from one continuous encoder session, so their H.264 and AAC
 streams continue each other exactly; only the container timestamps start again at 0 in each
 chunk. Export demuxes every chunk in order, shifts its timestamps by the running video duration
-and muxes the packets into one file. Audio stays continuous (the packet that straddles a chunk
-boundary sits in the earlier chunk and the next chunk's audio starts where it ends).
+and muxes the packets into one file. A chunk's audio pre-roll (packets before its start, with
+negative timestamps, copies of the previous chunk's last packets) is dropped except in the first
+chunk, so the sound is continuous and no packet appears twice.
 
 Chunks from different encoder sessions (different parameter sets) cannot be joined this way;
 export refuses them rather than write a file that plays wrongly. It never overwrites a file.
@@ -129,6 +130,8 @@ def export_recording(chunks: Iterable[ChunkInput], out_path: str | Path) -> Expo
                     for packet in c.demux(*streams):
                         if packet.size == 0 or packet.pts is None:
                             continue  # demuxer's end-of-stream marker
+                        if i > 0 and packet.stream.type == "audio" and packet.pts < 0:
+                            continue  # pre-roll: the previous chunk holds these samples
                         tb = packet.time_base
                         shift = round(offset / tb)
                         packet.pts += shift

@@ -17,6 +17,7 @@ from custody.clock import FakeClock
 W, H, FPS = 320, 240, 30
 START_MS = 1_767_225_600_000
 CST = timezone(timedelta(hours=8))
+RECORD_FROM, RECORD_TO = 125, 350
 
 
 def small_config(**overrides: object) -> MediaConfig:
@@ -84,5 +85,5 @@ def run_pipeline(
 
 @pytest.fixture(scope="session")
 def recording_run() -> Run:
-    """14 s armed with a 3 s pre-event buffer; record from frame 125 (4.167 s) to frame 365 (12.167 s)."""
-    return run_pipeline(small_config(), 14 * FPS, start_at=(125,), stop_at=(365,))
+    """14 s armed with a 3 s pre-event buffer; record from frame 125 (4.167 s) to frame 350 (11.667 s)."""
+    return run_pipeline(small_config(), 14 * FPS, start_at=(RECORD_FROM,), stop_at=(RECORD_TO,))

@@ -92,9 +92,9 @@ class Chunker:
         self._audio_high: int | None = None  # highest audio end (pts + duration) seen
         self._audio_closed_until: int | None = None
         self._preroll = _PREROLL_SAMPLES.get(encoder.audio_codec or "", 0)
-        # The latest audio packets as (pts, duration, bytes): a packet's data is gone once muxed,
-        # and the next chunk needs copies of the last ones as its pre-roll.
-        self._audio_history: deque[tuple[int, int, bytes]] = deque(maxlen=8)
+        # The latest audio packets as (pts, duration, bytes, kept): a packet's data is gone once
+        # muxed, and the next chunk needs copies of the last ones as its pre-roll.
+        self._audio_history: deque[tuple[int, int, bytes, bool]] = deque(maxlen=8)
         self.late_audio_packets = 0
         self.orphan_video_packets = 0
 
@@ -185,37 +185,39 @@ class Chunker:
         assert pts is not None
         end = pts + duration
         self._audio_high = end if self._audio_high is None else max(self._audio_high, end)
-        copy = (pts, duration, bytes(packet)) if self._preroll else None
-        try:
-            self._route_audio(packet, pts, end)
-        finally:
-            if copy is not None:
-                self._audio_history.append(copy)
+        data = bytes(packet) if self._preroll else None
+        kept = self._route_audio(packet, pts, end)
+        if data is not None:
+            self._audio_history.append((pts, duration, data, kept))
 
-    def _route_audio(self, packet: Packet, pts: int, end: int) -> None:
+    def _route_audio(self, packet: Packet, pts: int, end: int) -> bool:
+        """Mux an audio packet into its chunk; return whether it is part of the footage."""
         # The encoder's priming packet (negative pts) belongs with the samples at 0.
         seg = self._find(max(pts, 0), audio=True)
         if seg is None:
             if self._audio_closed_until is not None and pts < self._audio_closed_until:
                 self.late_audio_packets += 1
                 log.warning("audio packet at %d arrived after its chunk was closed; dropped", pts)
-            return  # otherwise: sound outside any chunk (armed without a pre-event buffer)
+            return False  # otherwise: sound outside any chunk (armed without a pre-event buffer)
         if not seg.start.with_audio:
-            return  # pre-event chunk without sound, by configuration
+            return False  # pre-event chunk without sound, by configuration
         self._open(seg)
         if seg.audio_first is None:
             self._mux_preroll(seg, pts)
         self._mux_audio(seg, packet, pts, end)
+        return True
 
     def _mux_preroll(self, seg: _Segment, first_pts: int) -> None:
         """Put copies of the packets just before the chunk's start in front of its first one.
 
         Their timestamps are negative in the chunk, so the MP4 edit list hides them: a player
         decodes them only to prime its decoder, and the chunk's sound starts exactly at 0, where
-        a decoder started cold would fade in over the first frame.
+        a decoder started cold would fade in over the first frame. Only packets that are
+        themselves footage qualify: sound from before a recording, kept out of the pre-event
+        buffer by configuration, is not smuggled into the file as pre-roll.
         """
-        for hpts, hdur, data in self._audio_history:
-            if seg.audio_start - self._preroll <= hpts < seg.audio_start and hpts < first_pts:
+        for hpts, hdur, data, kept in self._audio_history:
+            if kept and seg.audio_start - self._preroll <= hpts < seg.audio_start and hpts < first_pts:
                 copy = av.Packet(data)
                 copy.time_base = Fraction(1, self._rate or 1)
                 copy.duration = hdur

@@ -131,7 +131,9 @@ def export_recording(chunks: Iterable[ChunkInput], out_path: str | Path) -> Expo
                         if packet.size == 0 or packet.pts is None:
                             continue  # demuxer's end-of-stream marker
                         if i > 0 and packet.stream.type == "audio" and packet.pts < 0:
-                            continue  # pre-roll: the previous chunk holds these samples
+                            # Pre-roll: the chunk before holds these samples. (A pre-roll shifted
+                            # to a positive time would be played, not hidden, so it goes too.)
+                            continue
                         tb = packet.time_base
                         shift = round(offset / tb)
                         packet.pts += shift

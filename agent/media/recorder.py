@@ -72,6 +72,8 @@ TRANSITIONS: dict[tuple[RecorderState, str], RecorderState] = {
     (RecorderState.ARMED, "start"): RecorderState.RECORDING,
     (RecorderState.RECORDING, "stop"): RecorderState.ARMED,
     (RecorderState.ARMED, "disarm"): RecorderState.IDLE,
+    # Only when stopping the recording failed (the sink raised): the session ends regardless.
+    (RecorderState.RECORDING, "disarm"): RecorderState.IDLE,
     (RecorderState.ARMED, "ended"): RecorderState.IDLE,
     (RecorderState.RECORDING, "ended"): RecorderState.IDLE,
 }
@@ -121,6 +123,7 @@ class Recorder:
         self._media_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._media_ms = -1
         self._failure: BaseException | None = None
+        self._disarming = False
         self.stats = PipelineStats()
 
     # --- public API ---------------------------------------------------------------------------
@@ -178,8 +181,11 @@ class Recorder:
                 await self._stop()
             if self._state is RecorderState.IDLE:
                 return
-            await self._shutdown()
-            self._transition("disarm")
+            self._disarming = True
+            try:
+                await self._shutdown()  # the worker's exit moves the state to idle
+            finally:
+                self._disarming = False
 
     async def wait_ended(self) -> None:
         """Wait for the source to end (a file or a time-limited synthetic source); re-raise its failure."""
@@ -280,9 +286,25 @@ class Recorder:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        # A reader cancelled before it ever ran has neither closed the source nor told the worker.
+        with contextlib.suppress(Exception):
+            await self.source.close()
+        self._end_queue()
         if worker is not None:
             with contextlib.suppress(Exception):
                 await worker
+
+    def _end_queue(self) -> None:
+        """Tell the worker no more frames come, dropping queued ones if there is no room."""
+        queue = self._queue
+        assert queue is not None
+        while True:
+            try:
+                queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
 
     async def _read(self) -> None:
         queue = self._queue
@@ -300,18 +322,12 @@ class Recorder:
         finally:
             with contextlib.suppress(Exception):
                 await self.source.close()
-            if not cancelled:
-                await queue.put(None)
+            if cancelled:
+                # Disarming: the frames still queued are not wanted, and a cancelled task cannot
+                # wait for room.
+                self._end_queue()
             else:
-                # Disarming: the frames still queued are not wanted, but the worker must still
-                # learn that no more come, and a cancelled task cannot wait for room.
-                while True:
-                    try:
-                        queue.put_nowait(None)
-                        break
-                    except asyncio.QueueFull:
-                        with contextlib.suppress(asyncio.QueueEmpty):
-                            queue.get_nowait()
+                await queue.put(None)
 
     async def _work(self) -> None:
         queue, pipeline, executor = self._queue, self._pipeline, self._executor
@@ -358,8 +374,7 @@ class Recorder:
             await loop.run_in_executor(executor, pipeline.close)
             self._teardown_executor()
             if self._state is not RecorderState.IDLE:
-                self._state = RecorderState.IDLE
-                log.info("recorder: session ended -> idle")
+                self._transition("disarm" if self._disarming else "ended")
 
     async def _dispatch(self, events: list[PipelineEvent]) -> None:
         for event in events:

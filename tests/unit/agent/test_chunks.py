@@ -12,8 +12,8 @@ from agent.media.pipeline import ChunkReady, RecordingClosed, RecordingOpened
 from agent.media.watermark import Watermark
 from agent.media.yuv import new_image
 
-from .conftest import CST, FPS, RECORD_FROM, RECORD_TO, START_MS, H, Run, W, run_pipeline, small_config
 from .media_probe import first_frame_luma, sync_offsets
+from .recording import CST, FPS, RECORD_FROM, RECORD_TO, START_MS, H, Run, W, run_pipeline, small_config
 
 AAC_FRAME_S = 1024 / 48000
 

@@ -9,8 +9,8 @@ import pytest
 from agent.errors import ChunkFormatError
 from agent.media.export import export_recording
 
-from .conftest import FPS, Run, run_pipeline, small_config
 from .media_probe import beep_onsets, flash_times
+from .recording import FPS, Run, run_pipeline, small_config
 
 
 def decode_all(path: Path) -> tuple[list[float], int]:

@@ -1,34 +1,20 @@
 import io
 import struct
-from fractions import Fraction
 
 import av
 import pytest
 
 from agent.errors import ChunkFormatError
 from agent.media.chunk_check import _top_level_order
-from agent.media.chunker import Chunker, ChunkStart
-from agent.media.encoder import AudioSettings, MediaEncoder, VideoSettings
 from agent.media.faststart import faststart
-from agent.media.sources.synthetic import SyntheticSource
-from custody.clock import FakeClock
+
+from .recording import moov_last_chunk
 
 
 @pytest.fixture(scope="module")
 def moov_last() -> bytes:
     """A chunk as FFmpeg writes it to memory: moov after mdat."""
-    enc = MediaEncoder("libx264", VideoSettings(320, 240, Fraction(30), 30, 400_000), AudioSettings())
-    chunker = Chunker(enc, fast_start=False)
-    src = SyntheticSource(FakeClock(), width=320, height=240)
-    chunker.begin(ChunkStart(0, 0, pre_event=False, with_audio=True))
-    for n in range(30):
-        chunker.add(enc.encode_video(src.video_frame(n, 0).image, n, keyframe=n == 0))
-        block = src.audio_block(n, 0)
-        chunker.add(enc.encode_audio(block.samples, block.pts))
-    chunker.add(enc.flush())
-    ((chunk, _),) = chunker.finish()
-    enc.close()
-    return chunk.data
+    return moov_last_chunk()
 
 
 def decoded(data: bytes) -> list[bytes]:

@@ -19,7 +19,7 @@ from agent.media.sources.base import AudioFormat, RawFrame, VideoFormat
 from agent.media.sources.synthetic import SyntheticSource
 from custody.clock import FakeClock, SystemClock
 
-from .conftest import CST, H, W, small_config
+from .recording import CST, H, W, small_config
 
 
 class Sink:

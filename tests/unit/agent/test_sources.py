@@ -25,7 +25,7 @@ from agent.media.sources.synthetic import BEEP_LEVEL, FLASH_MS, synthetic_audio
 from agent.media.sources.threads import ThreadFeed
 from custody.clock import FakeClock, SystemClock
 
-from .conftest import run_pipeline, small_config
+from .recording import run_pipeline, small_config
 
 # --- spec strings -------------------------------------------------------------------------------
 

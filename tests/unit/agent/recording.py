@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import timedelta, timezone
 from fractions import Fraction
+
+import av
+import numpy as np
+import numpy.typing as npt
 
 from agent.media.chunk import EncodedChunk
 from agent.media.chunker import Chunker, ChunkStart
@@ -103,3 +108,10 @@ def moov_last_chunk(frames: int = 30) -> bytes:
     ((chunk, _),) = chunker.finish()
     enc.close()
     return chunk.data
+
+
+def first_frame_luma(data: bytes) -> npt.NDArray[np.uint8]:
+    """The Y plane of a chunk's first frame."""
+    with av.open(io.BytesIO(data), "r") as c:
+        frame = next(c.decode(video=0))
+        return np.asarray(frame.to_ndarray(), dtype=np.uint8)[: frame.height]

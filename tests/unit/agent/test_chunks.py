@@ -9,11 +9,23 @@ import pytest
 
 from agent.media.chunk_check import check_chunk
 from agent.media.pipeline import ChunkReady, RecordingClosed, RecordingOpened
+from agent.media.sync_marks import sync_offsets
 from agent.media.watermark import Watermark
 from agent.media.yuv import new_image
 
-from .media_probe import first_frame_luma, sync_offsets
-from .recording import CST, FPS, RECORD_FROM, RECORD_TO, START_MS, H, Run, W, run_pipeline, small_config
+from .recording import (
+    CST,
+    FPS,
+    RECORD_FROM,
+    RECORD_TO,
+    START_MS,
+    H,
+    Run,
+    W,
+    first_frame_luma,
+    run_pipeline,
+    small_config,
+)
 
 AAC_FRAME_S = 1024 / 48000
 

@@ -8,8 +8,8 @@ import pytest
 
 from agent.errors import ChunkFormatError
 from agent.media.export import export_recording
+from agent.media.sync_marks import beep_onsets, flash_times
 
-from .media_probe import beep_onsets, flash_times
 from .recording import FPS, Run, run_pipeline, small_config
 
 

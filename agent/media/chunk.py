@@ -14,14 +14,17 @@ class EncodedChunk:
     ``duration_ms`` is the video duration (``video_frames`` frames at ``fps_num/fps_den``), which is
     exact in the file's own time base and rounded here. The audio track, when present, covers the
     same span to within one audio frame (AAC frames are 1024 samples and do not divide chunk
-    boundaries). ``pre_event`` marks video kept from before the recording started.
+    boundaries): it starts with the picture and may end up to one frame after it.
+    ``audio_samples`` counts the samples a player presents; it, ``audio_codec`` and ``audio_rate``
+    are None in a chunk without sound (as the manifest's codec info wants them). ``pre_event``
+    marks video kept from before the recording started.
     """
 
     data: bytes
     start_ms: int
     duration_ms: int
     video_frames: int
-    audio_samples: int
+    audio_samples: int | None
     width: int
     height: int
     fps_num: int

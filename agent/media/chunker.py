@@ -293,7 +293,7 @@ class Chunker:
             start_ms=seg.start.start_ms,
             duration_ms=round(Fraction(seg.video_frames * 1000) / fps),
             video_frames=seg.video_frames,
-            audio_samples=self._presented_samples(seg) if audio else 0,
+            audio_samples=self._presented_samples(seg) if audio else None,
             width=self._enc.video_settings.width,
             height=self._enc.video_settings.height,
             fps_num=fps.numerator,

@@ -43,7 +43,7 @@ class ChunkVerdict:
     size: int
     frames: int
     duration_ms: int
-    audio_samples: int
+    audio_samples: int | None
     problems: list[str] = field(default_factory=list)
     av_offsets_ms: list[float] = field(default_factory=list)
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             sync = f" A/V {','.join(f'{x:+.1f}' for x in c.av_offsets_ms)} ms" if c.av_offsets_ms else ""
             state = "ok" if not c.problems else "FAIL " + "; ".join(c.problems)
             print(f"  chunk {c.index}: {c.frames} frames {c.duration_ms} ms {c.size} B "
-                  f"{c.audio_samples} samples{sync}: {state}")  # fmt: skip
+                  f"{c.audio_samples or 0} samples{sync}: {state}")  # fmt: skip
         speed = result.media_s / result.wall_s if result.wall_s else 0.0
         print(f"{result.media_s:.1f} s of media in {result.wall_s:.1f} s ({speed:.2f}x real time), "
               f"{result.dropped_frames} frames dropped, {result.repeated_frames} repeated")  # fmt: skip

@@ -10,7 +10,7 @@ def chunk(start_ms: int, duration_ms: int = 5000, size: int = 1000, pre_event: b
         start_ms=start_ms,
         duration_ms=duration_ms,
         video_frames=duration_ms * 30 // 1000,
-        audio_samples=0,
+        audio_samples=None,
         width=320,
         height=240,
         fps_num=30,

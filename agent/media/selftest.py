@@ -130,9 +130,12 @@ async def run_selftest(
     if synthetic:
         await recorder.wait_ended()
     else:
-        await asyncio.sleep(seconds)
-        await recorder.stop_recording()
-        await recorder.disarm()
+        try:
+            # A file may end first; a camera runs until stopped.
+            await asyncio.wait_for(recorder.wait_ended(), timeout=seconds)
+        except TimeoutError:
+            await recorder.stop_recording()
+            await recorder.disarm()
     wall = time.perf_counter() - t0
     per_chunk = config.chunk_frames(source.video_format.fps)
     verdicts = [

@@ -43,8 +43,8 @@ class AudioBlocker:
         """Samples waiting for a full block."""
         return self._buffered
 
-    def push(self, frame: av.AudioFrame) -> list[Samples]:
-        """Add a decoded frame; return the full blocks now available."""
+    def push(self, frame: av.AudioFrame | None) -> list[Samples]:
+        """Add a decoded frame; return the full blocks now available. ``None`` flushes the resampler."""
         for out in self._resampler.resample(frame):
             arr = out.to_ndarray().reshape(self._channels, -1).astype(np.int16, copy=False)
             self._parts.append(arr)
@@ -60,3 +60,12 @@ class AudioBlocker:
         self._parts = [rest] if rest.shape[1] else []
         self._buffered = int(rest.shape[1])
         return blocks
+
+    def flush(self) -> Samples | None:
+        """At the end of the input: what is left, as one short block (None if nothing is)."""
+        self.push(None)
+        if not self._buffered:
+            return None
+        rest = np.ascontiguousarray(np.concatenate(self._parts, axis=1))
+        self._parts, self._buffered = [], 0
+        return rest

@@ -160,6 +160,9 @@ class FileSource:
                             assert next_a is not None
                             emit(RawAudioFrame(samples, next_a, start_ms + next_a * 1000 // rate))
                             next_a += samples.shape[1]
+            rest = blocker.flush() if next_a is not None else None
+            if rest is not None and next_a is not None:
+                emit(RawAudioFrame(rest, next_a, start_ms + next_a * 1000 // rate))  # the file's last samples
 
         return produce
 

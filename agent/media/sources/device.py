@@ -85,7 +85,7 @@ class DeviceSource:
         audio_channels: int = 1,
         input_format: str | None = None,
         opener: Opener = av.open,
-        queue_frames: int = 16,
+        queue_frames: int = 8,
     ) -> None:
         self._clock = clock
         self.video_device = video_device

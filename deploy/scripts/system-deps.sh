@@ -13,6 +13,10 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# Browser tests (chunk playback, the dashboard, live view) drive Debian's Chromium headless.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The ALSA source test records through ALSA's null device, which needs ALSA's configuration files.
+[ -f /usr/share/alsa/alsa.conf ] || need+=(libasound2-data)
 # runuser (util-linux) runs initdb as the postgres user when we are root; essential on Debian.
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 

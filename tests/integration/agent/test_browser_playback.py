@@ -70,9 +70,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         server.shutdown()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 async def test_every_kind_of_chunk_plays_to_the_end_in_chromium(served: tuple[str, dict[str, int]]) -> None:
-    playwright = pytest.importorskip("playwright.async_api")
+    # `make test` installs Chromium (deploy/scripts/system-deps.sh); its absence is a failure, not a skip.
+    assert CHROMIUM is not None, "chromium is not installed: run `make system-deps`"
+    from playwright import async_api as playwright
+
     url, frames = served
     async with playwright.async_playwright() as p:
         args = ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"]

@@ -161,8 +161,9 @@ async def test_device_capture_threads_put_frames_on_the_shared_timeline():
     assert [a.pts for a in audio] == [audio[0].pts + 960 * i for i in range(len(audio))]
 
 
-@pytest.mark.skipif(not SYSTEM_ALSA_CONF.is_file(), reason="needs the system ALSA configuration")
 async def test_real_alsa_null_device_records_through_the_bundled_library():
+    # `make test` installs libasound2-data (deploy/scripts/system-deps.sh): missing it is a failure.
+    assert SYSTEM_ALSA_CONF.is_file(), "ALSA configuration missing: run `make system-deps`"
     src = DeviceSource(
         SystemClock(), video_device="/dev/video0", audio_device="null", width=160, height=120,
         opener=LavfiOpener(real_alsa=True),

@@ -58,17 +58,21 @@ class EnrollmentToken:
 
 
 def open_enrollment_answer(
-    token: EnrollmentToken, answer_bytes: bytes, device_public_key: bytes
+    token: EnrollmentToken | str, answer_bytes: bytes, device_public_key: bytes
 ) -> tuple[EnrollmentAnswer, DeviceCertificate]:
     """Check an enrollment answer the way a device must, and return it with its certificate.
+
+    ``token`` is the enrollment token, or just the server key fingerprint it pinned (a device
+    re-checks its stored answer at every start with the fingerprint it kept).
 
     (1) the answer is signed by a key listed in it whose fingerprint is the token's;
     (2) the certificate inside is signed by that same key;
     (3) the certificate is for this device's own public key.
     """
+    pinned_fp = token if isinstance(token, str) else token.server_fingerprint
     envelope = Envelope.from_bytes(answer_bytes)
     answer = EnrollmentAnswer.peek(envelope)
-    pinned = [k for k in answer.server_keys if k.verify_key.fingerprint == token.server_fingerprint]
+    pinned = [k for k in answer.server_keys if k.verify_key.fingerprint == pinned_fp]
     if not pinned:
         raise SignatureError(
             "enrollment answer does not come from the server the token names (fingerprint mismatch)",

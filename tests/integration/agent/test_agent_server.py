@@ -1,0 +1,98 @@
+"""The agent's own classes against a real server: enroll, record while uploading, receipts free the buffer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from agent.device import DeviceAgent
+from agent.media.config import MediaConfig
+from custody.clock import FakeClock
+from server.app import RunningServer, start_server
+from tests.integration.server.conftest import server_config
+
+pytestmark = pytest.mark.integration
+
+SMALL = MediaConfig(width=160, height=120, chunk_seconds=1, pre_event_seconds=2, video_bitrate=200_000)
+
+
+@pytest.fixture
+async def live_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    srv = await start_server(server_config(tmp_path / "server"))
+    yield srv
+    await srv.stop()
+
+
+async def enrollment_token(srv: RunningServer) -> str:
+    admin = srv.services.datadir.admin_token.read_text().strip()
+    async with aiohttp.ClientSession() as s, s.post(srv.url + "/api/v1/enrollment-tokens", json={},
+                                                    headers={"Authorization": f"Bearer {admin}"}) as r:
+        assert r.status == 201, await r.text()
+        return str((await r.json())["token"])
+
+
+async def server_entries(srv: RunningServer, device_id: str) -> list[dict[str, object]]:
+    return await srv.services.ingest.list_entries(device_id, 0, 10_000)
+
+
+async def test_recordings_upload_while_recording_and_every_chunk_gets_a_receipt(
+    live_server: RunningServer, tmp_path: Path
+) -> None:
+    clock = FakeClock(time.time_ns() // 1_000_000, auto_advance=True)
+    agent = DeviceAgent(tmp_path / "device", clock, media=SMALL, source_seconds=60)
+    await agent.open()
+    await agent.enroll(await enrollment_token(live_server))
+    await agent.connect(mqtt=False)
+    assert agent.uploader is not None
+    await agent.arm()
+    recorder = agent.recorder
+    assert recorder is not None
+    for i in range(3):
+        await agent.start_recording(reason=f"test-{i}")
+        await recorder.wait_media_ms((i + 1) * 8_000)
+        await agent.stop_recording(reason=f"test-{i}")
+    assert await agent.uploader.drained()
+    assert agent.buffer.entries() == []  # every local copy freed after its receipt
+    head = agent.buffer.head_seq
+    assert head is not None
+    entries = await server_entries(live_server, agent.device_id)
+    # Every entry the agent committed is on the server, verified, exactly once, in sequence.
+    assert [e["seq"] for e in entries] == list(range(head + 1))
+    assert {e["state"] for e in entries} == {"verified"}
+    events = [(e["event"], e["recording_id"]) for e in entries if e["kind"] == "event"]
+    assert [ev for ev, _ in events] == ["start", "stop"] * 3
+    # Pre-event footage of the first recording (2 s) came before the live chunks.
+    chunks = [e for e in entries if e["kind"] == "chunk"]
+    assert len(chunks) >= 3 * 5
+    await agent.close()
+
+
+async def test_restart_mid_upload_resumes_and_the_chain_continues(live_server: RunningServer, tmp_path: Path) -> None:
+    clock = FakeClock(time.time_ns() // 1_000_000, auto_advance=True)
+    data = tmp_path / "device"
+    agent = DeviceAgent(data, clock, media=SMALL, source_seconds=30)
+    await agent.open()
+    await agent.enroll(await enrollment_token(live_server))
+    # Record with no server connection: everything stays buffered.
+    await agent.start_recording()
+    assert agent.recorder is not None
+    await agent.recorder.wait_media_ms(5_000)
+    await agent.stop_recording()
+    held = len(agent.buffer.entries())
+    assert held >= 5
+    await agent.close()
+    # A new process: it finds its buffer, connects, and delivers everything.
+    agent2 = DeviceAgent(data, clock, media=SMALL, source_seconds=30)
+    report = await agent2.open()
+    assert report.committed == held
+    await agent2.connect(mqtt=False)
+    assert agent2.uploader is not None
+    assert await agent2.uploader.drained()
+    entries = await server_entries(live_server, agent2.device_id)
+    assert len(entries) == held
+    assert {e["state"] for e in entries} == {"verified"}
+    await agent2.close()

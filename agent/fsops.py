@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -19,8 +20,10 @@ TMP_SUFFIX = ".tmp"
 class FileOps:
     """Atomic, durable file operations on the real file system."""
 
-    def write_atomic(self, path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
-        """Create ``path`` with ``data`` so that it exists whole or not at all.
+    def write_atomic(
+        self, path: Path, data: bytes | Sequence[bytes], *, durable: bool = True, mode: int = 0o644
+    ) -> None:
+        """Create ``path`` with ``data`` (bytes, or parts written in order) so that it exists whole or not at all.
 
         ``durable`` adds the fsyncs that make it survive power loss once this returns; without it
         the write is still atomic against crashes of this process (used for rebuildable state).
@@ -49,12 +52,19 @@ class FileOps:
             os.unlink(path)
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
 
-    def write_all(self, fd: int, data: bytes) -> None:
-        """Write every byte (os.write may write fewer)."""
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+    def write_all(self, fd: int, data: bytes | Sequence[bytes]) -> None:
+        """Write every byte (os.write may write fewer); parts go out without being joined in memory."""
+        if isinstance(data, bytes | bytearray | memoryview):
+            parts = [memoryview(data)]
+        else:
+            parts = [memoryview(p) for p in data]
+        while parts:
+            n = os.writev(fd, parts)
+            while parts and n >= len(parts[0]):
+                n -= len(parts[0])
+                parts.pop(0)
+            if parts and n:
+                parts[0] = parts[0][n:]
 
     def fsync(self, fd: int) -> None:
         """Flush a file's data and metadata to stable storage."""

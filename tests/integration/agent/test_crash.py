@@ -75,7 +75,9 @@ def test_sigkill_at_random_instants(tmp_path: Path) -> None:
                "interrupted_events": interrupted, "trials_with_chunks_on_disk": killed_with_entries}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     print(f"\ncrash test: {json.dumps(summary)}")
-    # Every killed recording was closed as interrupted on the next start.
-    assert interrupted == TRIALS
+    # Every recording was killed (none ran to its end), and each was closed as interrupted on the
+    # next start; a kill during start-up, before the first entry, leaves nothing to close.
+    assert interrupted == len(starts)
+    assert len(starts) >= TRIALS * 3 // 4, "most kills should land while recording"
     assert chunks > TRIALS  # the kills landed while chunks were being committed
     buf.close()

@@ -207,6 +207,10 @@ class AtomicJSONStorage(Storage):
         """Nothing held open."""
 
 
+#: Shared by every buffer in the process (a simulated fleet runs hundreds): no thread per device.
+_HASHER = ThreadPoolExecutor(2, thread_name_prefix="chunk-hash")
+
+
 class IndexCache(CachingMiddleware):
     """Writes the index every few changes instead of at every commit.
 
@@ -265,7 +269,6 @@ class ChunkBuffer:
         self._head_hash: str = GENESIS_PREV
         self._head_entry: Entry | None = None
         self._db: TinyDB | None = None
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="chunk-hash")
         self.alarms: set[str] = set()
 
     # -- opening and recovery ------------------------------------------------------------------
@@ -444,7 +447,7 @@ class ChunkBuffer:
                 try:
                     # Hash on a second core while the bytes go to the page cache: both release the GIL,
                     # and the hash is most of what a commit costs beyond the durable write itself.
-                    digest = self._hasher.submit(lambda: hashlib.sha256(media).hexdigest())
+                    digest = _HASHER.submit(lambda: hashlib.sha256(media).hexdigest())
                     self.ops.write_all(fd, media)
                     manifest = ChunkManifest(
                         1, self.device_id, seq, self._head_hash, recording_id, index, meta.start_ms,
@@ -617,7 +620,6 @@ class ChunkBuffer:
 
     def close(self) -> None:
         """Release the index."""
-        self._hasher.shutdown(wait=False)
         with self._lock:
             if self._db is not None:
                 self._db.close()

@@ -25,9 +25,12 @@ import logging
 import os
 import secrets
 import socket as socketlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import aiohttp
 
 from agent.buffer import BufferedEntry, ChunkBuffer, RecoveryReport
 from agent.client import ServerClient
@@ -37,7 +40,7 @@ from agent.fsops import FileOps
 from agent.identity import load_or_create_key
 from agent.media.chunk import EncodedChunk
 from agent.media.config import MediaConfig
-from agent.media.recorder import Recorder, RecorderState
+from agent.media.recorder import ChunkSink, Recorder, RecorderState
 from agent.media.sources.spec import open_source
 from agent.mqtt import MqttLink
 from agent.uploader import Uploader
@@ -54,6 +57,32 @@ log = logging.getLogger(__name__)
 FIRMWARE = "custody-agent/0.1.0"
 #: Command kinds this build carries out (live view arrives with the live-view work).
 SUPPORTED_COMMANDS = frozenset(CommandKind.ALL - {CommandKind.LIVE_VIEW_START, CommandKind.LIVE_VIEW_STOP})
+
+
+class RecorderLike(Protocol):
+    """What the device needs of a recorder: the real one (agent.media.recorder.Recorder) or a
+    simulator's replay recorder, which hands on pre-encoded chunks instead of encoding."""
+
+    @property
+    def state(self) -> RecorderState: ...
+
+    @property
+    def failure(self) -> BaseException | None: ...
+
+    def set_officer(self, officer_id: str | None) -> None: ...
+
+    async def arm(self) -> None: ...
+
+    async def start_recording(self) -> Any: ...
+
+    async def stop_recording(self) -> Any: ...
+
+    async def disarm(self) -> None: ...
+
+    async def wait_media_ms(self, media_ms: int) -> None: ...
+
+
+RecorderFactory = Callable[[ChunkSink, str, str | None], RecorderLike]
 
 
 @dataclass(slots=True)
@@ -89,6 +118,8 @@ class DeviceAgent:
         reserve_bytes: int | None = None,
         upload_concurrency: int = 2,
         ops: FileOps | None = None,
+        recorder_factory: RecorderFactory | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.clock = clock
@@ -104,7 +135,9 @@ class DeviceAgent:
         self.state = self._load_state()
         self.answer: EnrollmentAnswer | None = None
         self.server_fingerprint: str | None = None
-        self.recorder: Recorder | None = None
+        self.recorder: RecorderLike | None = None
+        self.recorder_factory = recorder_factory
+        self.session = session
         self.uploader: Uploader | None = None
         self.client: ServerClient | None = None
         self.mqtt: MqttLink | None = None
@@ -167,7 +200,7 @@ class DeviceAgent:
     async def enroll(self, token_text: str) -> EnrollmentAnswer:
         """Enroll with a one-time token (the server URL is in the token)."""
         token = EnrollmentToken.parse(token_text)
-        client = ServerClient(token.api_url, self.key, self.clock)
+        client = ServerClient(token.api_url, self.key, self.clock, session=self.session)
         try:
             answer, cert, raw = await client.enroll(
                 token, serial=os.uname().nodename[:64] or "unknown", model="custody-agent", nonce=secrets.token_hex(16)
@@ -189,7 +222,8 @@ class DeviceAgent:
         """Start delivering to the server: uploader, and the MQTT link and status reports when configured."""
         if self.answer is None:
             raise AgentError("this device is not enrolled: run with --enroll-token TOKEN from your device admin")
-        self.client = ServerClient(api_url or self.answer.api_url, self.key, self.clock, device_id=self.device_id)
+        self.client = ServerClient(api_url or self.answer.api_url, self.key, self.clock, device_id=self.device_id,
+                                   session=self.session)
         self.uploader = Uploader(self.buffer, self.client, self.server_keys, self.clock,
                                  concurrency=self.upload_concurrency, bandwidth_bps=self.state.bandwidth_bps)
         self._tasks.append(asyncio.create_task(self.uploader.run(), name="uploader"))
@@ -229,7 +263,9 @@ class DeviceAgent:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _recorder(self) -> Recorder:
+    def _recorder(self) -> RecorderLike:
+        if self.recorder is None and self.recorder_factory is not None:
+            self.recorder = self.recorder_factory(self._sink, self.device_id, self.state.officer_id)
         if self.recorder is None:
             source = open_source(
                 self.source_spec, self.clock, width=self.media.width, height=self.media.height,

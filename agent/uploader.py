@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: How long an entry the server refused waits before it is offered again.
 REFUSED_RETRY_S = 300.0
+#: Refusals that a fresh attempt cures (a new upload target, a newly signed request).
+RETRY_AT_ONCE = frozenset({"upload_url_expired", "stale_request", "replayed_request"})
 
 
 @dataclass(slots=True)
@@ -159,6 +161,11 @@ class Uploader:
             self.stats.retries += 1
             self.stats.last_error = exc.message
         except Refused as exc:
+            if exc.code in RETRY_AT_ONCE:
+                self.stats.retries += 1
+                self.stats.last_error = exc.message
+                log.info("seq %d: %s; trying again with a fresh request", entry.seq, exc.message)
+                return
             self.stats.refused += 1
             self.stats.last_error = exc.message
             self.stats.refused_until[entry.seq] = self.clock.monotonic() + REFUSED_RETRY_S

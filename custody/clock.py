@@ -115,3 +115,31 @@ class FakeClock:
                 self.advance(deadline - self._mono)
             else:
                 self._wake_due()
+
+
+class ScaledClock:
+    """Real time sped up by a constant factor: what simulations and the demo run on.
+
+    Unlike :class:`FakeClock`'s auto-advance, which jumps whenever the event loop looks idle
+    (and so also while real network I/O is in flight), a scaled clock keeps every duration in
+    proportion: a 5-minute freshness window stays 5 simulated minutes however slow the machine.
+    """
+
+    def __init__(self, speed: float, start_ms: int | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self._real0 = time.monotonic()
+        self._start_ms = start_ms if start_ms is not None else time.time_ns() // 1_000_000
+
+    def now_ms(self) -> int:
+        """Simulated wall-clock time."""
+        return self._start_ms + int((time.monotonic() - self._real0) * 1000 * self.speed)
+
+    def monotonic(self) -> float:
+        """Simulated seconds since the clock was made."""
+        return (time.monotonic() - self._real0) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of simulated time."""
+        await asyncio.sleep(max(0.0, seconds) / self.speed)

@@ -1,0 +1,153 @@
+"""Replay mode: pre-encoded chunks handed to the agent's own classes, so hundreds of devices fit on one machine.
+
+Encoding is what a real device spends its CPU on; a fleet simulation wants the rest (signing,
+the crash-safe buffer, MQTT, uploads, commands) at scale. :class:`ReplayRecorder` stands where
+the real recorder stands in :class:`agent.device.DeviceAgent` and hands on copies of a few
+pre-encoded chunks on the simulated clock. Each copy is made unique (an MP4 ``free`` box with
+the device id and a counter appended at the top level, which players ignore), so every replayed
+chunk has its own SHA-256; signing and verification are never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Sequence
+from dataclasses import replace
+from fractions import Fraction
+from functools import lru_cache
+
+from agent.media.chunk import EncodedChunk
+from agent.media.config import MediaConfig
+from agent.media.encoder import select_video_encoder
+from agent.media.pipeline import ChunkReady, MediaPipeline
+from agent.media.recorder import ChunkSink, RecorderState
+from agent.media.sources.synthetic import SyntheticSource
+from agent.media.watermark import Watermark
+from custody.clock import Clock, FakeClock
+
+
+def unique_copy(chunk: EncodedChunk, tag: bytes, start_ms: int) -> EncodedChunk:
+    """``chunk`` with a top-level ``free`` box holding ``tag`` appended: same media, different bytes."""
+    box = struct.pack(">I4s", 8 + len(tag), b"free") + tag
+    return replace(chunk, data=chunk.data + box, start_ms=start_ms)
+
+
+@lru_cache(maxsize=8)
+def templates(width: int = 640, height: int = 360, bitrate: int = 1_000_000, chunk_seconds: int = 5,
+              count: int = 3) -> tuple[EncodedChunk, ...]:
+    """A few real chunks of synthetic footage (encoded once per process and shared by the fleet)."""
+    config = MediaConfig(width=width, height=height, chunk_seconds=chunk_seconds, pre_event_seconds=0,
+                         video_bitrate=bitrate, x264_preset="ultrafast")
+    src = SyntheticSource(FakeClock(), width=width, height=height, fps=config.fps)
+    codec = select_video_encoder(config.video_settings(width, height, Fraction(config.fps)), ["libx264"])
+    wm = Watermark(width, height, device_id="replay-template", officer_id=None)
+    pipeline = MediaPipeline(config, src.video_format, src.audio_format, video_codec=codec, watermark=wm,
+                             recording=True)
+    out: list[EncodedChunk] = []
+    frames = int(config.fps * chunk_seconds) * count
+    start_ms = 1_767_225_600_000
+    events = []
+    for n in range(frames):
+        events += pipeline.push(src.video_frame(n, start_ms))
+        events += pipeline.push(src.audio_block(n, start_ms))
+    events += pipeline.finish()
+    pipeline.close()
+    out = [e.chunk for e in events if isinstance(e, ChunkReady)]
+    full = [c for c in out if c.duration_ms == chunk_seconds * 1000]
+    return tuple(full or out)
+
+
+class ReplayRecorder:
+    """A recorder that replays pre-encoded chunks on the simulated clock (see module docstring)."""
+
+    def __init__(self, chunks: Sequence[EncodedChunk], clock: Clock, sink: ChunkSink, device_id: str) -> None:
+        if not chunks:
+            raise ValueError("replay needs at least one chunk")
+        self.chunks = list(chunks)
+        self.clock = clock
+        self.sink = sink
+        self.device_id = device_id
+        self._state = RecorderState.IDLE
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._in_sink = False
+        self._counter = 0
+        self._media_ms = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.failure: BaseException | None = None
+
+    @property
+    def state(self) -> RecorderState:
+        """idle, armed or recording."""
+        return self._state
+
+    def set_officer(self, officer_id: str | None) -> None:
+        """Replayed footage has its watermark burnt in already."""
+
+    async def arm(self) -> None:
+        """Nothing to open."""
+        if self._state is RecorderState.IDLE:
+            self._state = RecorderState.ARMED
+
+    async def start_recording(self) -> None:
+        """Start handing on chunks, one per chunk length of simulated time."""
+        self._state = RecorderState.RECORDING
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"replay-{self.device_id}")
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                template = self.chunks[self._counter % len(self.chunks)]
+                await self.clock.sleep(template.duration_ms / 1000)
+                if self._stopping:
+                    break
+                tag = f"custody-replay {self.device_id} {self._counter}".encode()
+                self._counter += 1
+                self._in_sink = True
+                try:
+                    await self.sink(unique_copy(template, tag, self.clock.now_ms() - template.duration_ms))
+                finally:
+                    self._in_sink = False
+                self._media_ms += template.duration_ms
+                self._wake()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the sink refused (storage full...): the recording ends
+            self.failure = exc
+            self._state = RecorderState.ARMED
+            self._wake(force=True)
+
+    def _wake(self, force: bool = False) -> None:
+        for ms, fut in list(self._waiters):
+            if (force or self._media_ms >= ms) and not fut.done():
+                fut.set_result(None)
+                self._waiters.remove((ms, fut))
+
+    async def stop_recording(self) -> None:
+        """Stop; a chunk being committed is finished first, a wait for the next one is cut short."""
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            if not self._in_sink:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+        if self._state is RecorderState.RECORDING:
+            self._state = RecorderState.ARMED
+
+    async def disarm(self) -> None:
+        """Stop and go idle."""
+        await self.stop_recording()
+        self._state = RecorderState.IDLE
+
+    async def wait_media_ms(self, media_ms: int) -> None:
+        """Wait until ``media_ms`` of footage has been handed on (or the recording ended)."""
+        if self._media_ms >= media_ms or self._task is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((media_ms, fut))
+        await fut

@@ -237,6 +237,37 @@ class DeviceAgent:
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
         self.uploader.wake()
 
+    async def disconnect(self) -> None:
+        """Stop talking to the server (uploader, MQTT, status) while recording carries on."""
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.mqtt = None
+        self.uploader = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    async def crash(self) -> None:
+        """Stop dead, as a power cut would: no stop event, nothing flushed (simulators and tests)."""
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                await self.recorder.disarm()
+        self._recording_id = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.client is not None:
+            await self.client.close()
+
     async def close(self) -> None:
         """Stop recording (writing its stop event), stop background work, release files."""
         if self.recorder is not None:

@@ -110,8 +110,10 @@ class Uploader:
                 waiters: set[asyncio.Future[Any]] = {waker, *self._in_flight.values()}
                 # Refused entries come back on their own after a while: poll then.
                 poll = 5.0 if self.stats.refused_until else None
-                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                waker.cancel()
+                try:
+                    await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
                 for seq, task in list(self._in_flight.items()):
                     if task.done():
                         del self._in_flight[seq]

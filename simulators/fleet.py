@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from agent.device import DeviceAgent
+from agent.errors import AgentError
 from agent.media.chunk import EncodedChunk
 from agent.media.config import MediaConfig
 from agent.media.recorder import ChunkSink
@@ -74,7 +75,13 @@ class SimulatedDevice:
         recorder = self.agent.recorder
         assert recorder is not None
         await recorder.wait_media_ms(int(seconds * 1000))
-        await self.agent.stop_recording(reason=reason)
+        try:
+            if self.agent.recording_id == recording_id:
+                await self.agent.stop_recording(reason=reason)
+        except AgentError:
+            # A full disk stops the recording by itself (with its stop event): nothing left to stop.
+            if "storage_full" not in self.agent.alarms:
+                raise
         return recording_id
 
     async def close(self) -> None:

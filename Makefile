@@ -34,7 +34,7 @@ system-deps:  ## install the Debian packages the tests use (mosquitto, postgresq
 	@bash deploy/scripts/system-deps.sh
 
 demo: $(STAMP)  ## run the system on embedded defaults
-	$(BIN)/custody demo
+	$(BIN)/custody demo --data-dir demo-data/$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP) system-deps $(S3STAMP)  ## run the whole test suite (lint, types, unit and integration)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
-"""``custody demo``: show what exists, for real, on embedded defaults.
+"""``custody demo``: the whole system, for real, on embedded defaults.
 
-At this stage of the project the demo exercises the protocol end to end: it generates a device
-key, records a chain of signed chunk manifests (over real bytes), verifies the chain, and then
-shows a tampered chain and a chain with a deleted chunk refused with their precise reasons.
+Part 1 (here) shows the protocol's chain: a device key signs a recording's entries over real
+bytes, the chain verifies, and a tampered chain and a chain with a deleted chunk are refused with
+their precise reasons. Part 2 (simulators/demo.py) runs a server and simulated devices through a
+working day.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import hashlib
 import os
 import secrets
 from dataclasses import replace
+from pathlib import Path
 
+from custody.cli import CliError
 from custody.clock import SystemClock
 from protocol.canonical import b64e, canonical_bytes
 from protocol.chain import ChainReport, verify_chain
@@ -25,12 +28,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``custody demo``."""
     p = sub.add_parser(
         "demo",
-        help="run a demonstration on embedded defaults (no external services)",
-        description="Generate a device key, sign a chain of chunk manifests, verify it, and show a "
-        "tampered and a gapped chain refused with their reasons.",
+        help="run the whole system on embedded defaults (no external services)",
+        description="Show the signed chain (verified, and a tampered and a gapped chain refused), then run a "
+        "server and three officers' simulated devices through a working day compressed into a minute or two, "
+        "and summarise what the server holds. The server then keeps running until Ctrl-C (unless --exit).",
     )
-    p.add_argument("--chunks", type=int, default=6, help="chunks in the demo recording (default 6)")
+    p.add_argument("--exit", action="store_true", help="stop at the end instead of keeping the server running")
+    p.add_argument("--data-dir", type=Path, default=Path("demo-data"), help="where the demo keeps its data "
+                   "(default ./demo-data; a new run needs a new or empty directory)")
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 400)")
+    p.add_argument("--server-key-out", type=Path, help="write the server's public keys here")
     p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo (see simulators/demo.py)."""
+    if args.data_dir.exists() and any(args.data_dir.iterdir()):
+        raise CliError(f"{args.data_dir} is not empty: give --data-dir a new directory (or remove it)")
+    from simulators.demo import main
+
+    return main(args)
 
 
 def build_chain(key: SigningKey, chunks: int, now_ms: int) -> list[Envelope]:
@@ -67,12 +85,12 @@ def _show(title: str, report: ChainReport) -> None:
         print("   " + line)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit 0 when every outcome is the expected one."""
+def chain_demo(chunks: int = 6) -> bool:
+    """Sign a chain, verify it, and show a tampered and a gapped chain refused; True when all went as expected."""
     key = SigningKey.generate()
     print(f"device key generated: id {key.public.device_id}, key {key.key_id} (Ed25519)")
-    chain = build_chain(key, args.chunks, SystemClock().now_ms())
-    print(f"signed {len(chain)} entries: start, {args.chunks} chunk manifests, stop")
+    chain = build_chain(key, chunks, SystemClock().now_ms())
+    print(f"signed {len(chain)} entries: start, {chunks} chunk manifests, stop")
 
     good = verify_chain(chain, key.public)
     _show("the chain as recorded", good)
@@ -98,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
     _show("a chain with one chunk deleted", gap)
 
     expected = good.ok and not bad.ok and not gap.ok
-    print("\nresult:", "every chain judged as expected" if expected else "UNEXPECTED OUTCOME")
-    return 0 if expected else 1
+    print("\nchains:", "every chain judged as expected" if expected else "UNEXPECTED OUTCOME", flush=True)
+    return expected

@@ -136,6 +136,7 @@ class ReplayRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task = None
+        self._wake(force=True)  # nobody waits for footage that will not come
         if self._state is RecorderState.RECORDING:
             self._state = RecorderState.ARMED
 

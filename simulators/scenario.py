@@ -290,8 +290,9 @@ class ScenarioRunner:
                 await self.clock.sleep(float(step.args.get("seconds", 0)))
                 return
             assert dev is not None and step.device is not None
-            if step.do == "fault" and step.args["kind"] in ("network_drop", "disk_full"):
-                # A condition that lasts: it must not keep the device from doing what the timeline says.
+            if step.do == "fault" and step.args["kind"] in ("network_drop", "disk_full", "power_loss"):
+                # Faults strike whatever the device is doing (a power cut mid-recording), and a lasting
+                # condition must not keep the device from doing what the timeline says.
                 await self._fault(dev, step)
                 return
             async with self._busy[step.device]:

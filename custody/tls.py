@@ -281,3 +281,61 @@ def write_certificate(directory: Path, name: str, cert_pem: bytes) -> Path:
     path = directory / f"{name}.crt"
     write_file_atomic(path, cert_pem, mode=0o644)
     return path
+
+
+# -- A compose site's TLS files ---------------------------------------------------------------------
+
+#: The uid/gid the server runs as in deploy/Dockerfile: its API key is made readable to that group.
+SERVER_CONTAINER_GID = 10001
+
+
+@dataclass(frozen=True, slots=True)
+class SiteNames:
+    """The names each service of a compose site is reached by (deploy/compose.yml)."""
+
+    public_host: str
+    s3_host: str
+    public_ips: tuple[str, ...] = ()
+
+    def api(self) -> tuple[list[str], list[str]]:
+        """DNS names and IPs of the API: public name, compose name, loopback for its health check."""
+        return [self.public_host, "server", "localhost"], ["127.0.0.1", *self.public_ips]
+
+    def broker(self) -> tuple[list[str], list[str]]:
+        """DNS names and IPs of the broker: devices dial the public name, the server ``mosquitto``."""
+        return [self.public_host, "mosquitto", "localhost"], ["127.0.0.1", *self.public_ips]
+
+    def s3(self) -> tuple[list[str], list[str]]:
+        """DNS names and IPs of the S3 endpoint: presigned URLs name ``s3_host``, minio-init ``minio``."""
+        return [self.s3_host, "minio", "localhost"], ["127.0.0.1", *self.public_ips]
+
+
+def write_site_tls(site: Path, names: SiteNames, *, now: dt.datetime, renew: bool = False,
+                   server_gid: int | None = SERVER_CONTAINER_GID) -> list[Path]:
+    """Create the site's TLS files for deploy/compose.yml under ``site``; return the files written.
+
+    Layout: ``ca/`` (the CA; its key is mounted nowhere), and ``api/``, ``broker/``, ``s3/``, each
+    with ``ca.crt`` and that service's certificate and key. An existing CA is kept (every device
+    trusts it); service certificates are made when missing, or all again with ``renew``. The API
+    key is given to ``server_gid`` (mode 0640), since the server container does not run as root.
+    """
+    ca_dir = site / "ca"
+    if (ca_dir / "ca.crt").exists() and (ca_dir / "ca.key").exists():
+        ca = CertifiedKey((ca_dir / "ca.crt").read_bytes(), (ca_dir / "ca.key").read_bytes())
+        _load_ca(ca)
+        written: list[Path] = []
+    else:
+        ca = create_site_ca(names.public_host, now=now)
+        files = write_certified_key(ca_dir, "ca", ca)
+        written = [files.cert, files.key]
+    services = {"api": names.api(), "broker": names.broker(), "s3": names.s3()}
+    for service, (dns, ips) in services.items():
+        directory = site / service
+        written.append(write_certificate(directory, "ca", ca.cert_pem))
+        if not renew and (directory / f"{service}.crt").exists() and (directory / f"{service}.key").exists():
+            continue
+        certified = issue_server_certificate(ca, dns_names=dns, ip_addresses=ips, now=now)
+        group = server_gid if service == "api" else None
+        files = write_certified_key(directory, service, certified, key_group=group)
+        written += [files.cert, files.key]
+    return written

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import yaml
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from agent.mqtt import MqttLink
 from custody.clock import SystemClock
 from protocol.topics import CHECKPOINT_TOPIC, OFFLINE, ONLINE, DeviceTopic, device_topic, shared_filter
 from server.broker_files import PasswordLine
-from tests.integration.deploy.broker_site import SERVER_USER, Client, Device, ShippedBroker, Site
+from tests.integration.deploy.broker_site import REPO, SERVER_USER, Client, Device, ShippedBroker, Site
 
 pytestmark = pytest.mark.integration
 
@@ -218,9 +219,11 @@ def test_the_health_check_listener_reads_uptime_and_touches_no_custody_topic(
     shipped_broker: ShippedBroker, site: Site, clients: MakeClient
 ) -> None:
     health = shipped_broker.ports["health"]
-    # The compose health check's command, on the test's port.
-    done = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(health), "-t", "$SYS/broker/uptime",
-                           "-C", "1", "-W", "5"], capture_output=True, timeout=10)
+    # The compose file's health check command itself, on the test's port.
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yml").read_text())
+    argv = [arg.replace("$$", "$") for arg in compose["services"]["mosquitto"]["healthcheck"]["test"][1:]]
+    argv[argv.index("-p") + 1] = str(health)
+    done = subprocess.run(argv, capture_output=True, timeout=10)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(b"seconds\n")
     a = site.devices[0]

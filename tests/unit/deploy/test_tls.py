@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import runpy
 import ssl
 import stat
 from pathlib import Path
@@ -22,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from custody.tls import (
     CertifiedKey,
+    SiteNames,
     TlsError,
     certify_device_key,
     create_site_ca,
@@ -29,6 +31,7 @@ from custody.tls import (
     issue_server_certificate,
     write_certificate,
     write_certified_key,
+    write_site_tls,
 )
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -242,3 +245,50 @@ def test_a_key_for_a_service_group_is_0640(tmp_path: Path, server: CertifiedKey)
 def test_file_names_must_be_plain(tmp_path: Path, server: CertifiedKey, name: str) -> None:
     with pytest.raises(TlsError, match="is not a plain file name"):
         write_certified_key(tmp_path, name, server)
+
+
+# -- A compose site ---------------------------------------------------------------------------------
+
+
+def _sans(path: Path) -> tuple[list[str], list[str]]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return san.get_values_for_type(x509.DNSName), [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def test_site_tls_lays_out_what_compose_mounts(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    names = SiteNames("custody.example.org", "s3.custody.example.org", ("203.0.113.7",))
+    write_site_tls(site, names, now=NOW, server_gid=os.getgid())
+    found = sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
+    assert found == ["api/api.crt", "api/api.key", "api/ca.crt", "broker/broker.crt", "broker/broker.key",
+                     "broker/ca.crt", "ca/ca.crt", "ca/ca.key", "s3/ca.crt", "s3/s3.crt", "s3/s3.key"]
+    assert _sans(site / "api/api.crt") == (["custody.example.org", "server", "localhost"], ["127.0.0.1", "203.0.113.7"])
+    assert _sans(site / "broker/broker.crt")[0] == ["custody.example.org", "mosquitto", "localhost"]
+    assert _sans(site / "s3/s3.crt")[0] == ["s3.custody.example.org", "minio", "localhost"]
+    assert stat.S_IMODE((site / "api/api.key").stat().st_mode) == 0o640  # for the server container's group
+    assert stat.S_IMODE((site / "broker/broker.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((site / "ca/ca.key").stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate((site / "ca/ca.crt").read_bytes())
+    for service in ("api", "broker", "s3"):
+        assert (site / service / "ca.crt").read_bytes() == (site / "ca/ca.crt").read_bytes()
+        x509.load_pem_x509_certificate((site / service / f"{service}.crt").read_bytes()).verify_directly_issued_by(ca)
+
+
+def test_site_tls_keeps_the_ca_and_reissues_only_when_asked(tmp_path: Path) -> None:
+    names = SiteNames("custody.example.org", "s3.custody.example.org")
+    write_site_tls(tmp_path, names, now=NOW, server_gid=None)
+    ca_before = (tmp_path / "ca/ca.crt").read_bytes()
+    api_before = (tmp_path / "api/api.crt").read_bytes()
+    again = write_site_tls(tmp_path, names, now=NOW, server_gid=None)
+    assert {p.name for p in again} == {"ca.crt"}  # only the CA copies are refreshed
+    assert (tmp_path / "api/api.crt").read_bytes() == api_before
+    write_site_tls(tmp_path, names, now=NOW, renew=True, server_gid=None)
+    assert (tmp_path / "ca/ca.crt").read_bytes() == ca_before
+    assert (tmp_path / "api/api.crt").read_bytes() != api_before
+
+
+def test_the_site_script_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = runpy.run_path(str(Path(__file__).resolve().parents[3] / "deploy" / "site_tls.py"))
+    assert script["main"](["--site", str(tmp_path), "--public-host", "h.example", "--s3-host", "s3.h.example"]) == 0
+    assert str(tmp_path / "api" / "api.key") in capsys.readouterr().out.splitlines()

@@ -160,12 +160,21 @@ chmod 0700 "$DATA_DIR"
 chown "$AGENT_USER:$AGENT_USER" "$DATA_DIR"
 install -d -m 0750 -o root -g "$AGENT_USER" "$CONF_DIR"
 if [ ! -e "$CONF_DIR/agent.env" ]; then
+  # Without --source the agent records a synthetic test picture: point it at the first camera and
+  # microphone found now (edit the file when the board has others).
+  mic=""
+  card="$(arecord -l 2>/dev/null | sed -n 's/^card \([0-9]*\):.*device \([0-9]*\):.*/\1,\2/p' | head -1)"
+  [ -n "$card" ] && mic="+alsa:plughw:$card"
   install -m 0640 -o root -g "$AGENT_USER" /dev/null "$CONF_DIR/agent.env"
-  cat > "$CONF_DIR/agent.env" <<'EOF'
+  cat > "$CONF_DIR/agent.env" <<EOF
 # Environment of custody-agent.service (systemd EnvironmentFile syntax).
-# Extra arguments for `custody agent run --data-dir /var/lib/custody`, e.g. a camera or encoder
-# choice; the server URL and broker credentials come from enrollment and live in the data dir.
-CUSTODY_AGENT_ARGS=
+# Extra arguments for 'custody agent run --data-dir /var/lib/custody' (see 'custody agent run --help'):
+# camera and microphone, frame size, chunk length. The server URL and the broker credentials come
+# from enrollment and live in the data dir.
+CUSTODY_AGENT_ARGS=--source v4l2:/dev/video0$mic
+# The site CA the agent trusts for the API and the broker, for a site with its own CA: copy the
+# site's ca.crt here and uncomment. Python's TLS then trusts this CA only.
+#SSL_CERT_FILE=/etc/custody/ca.crt
 EOF
 fi
 ls -ld "$DATA_DIR" "$CONF_DIR"

@@ -95,3 +95,33 @@ def test_the_walkthrough_names_the_commands_of_the_flow() -> None:
     assert "sudo -u custody" in text  # files in the data dir must belong to the service's user
     assert "deploy/pi/smoke-test.sh" in text
     assert "systemctl start custody-agent" in text
+
+
+def test_the_units_command_and_the_walkthroughs_parse_with_the_real_cli(unit: configparser.ConfigParser) -> None:
+    from custody.cli import build_parser
+
+    parser = build_parser()
+    template = re.search(r"^CUSTODY_AGENT_ARGS=(.*)$", INSTALL.read_text(), re.M)
+    assert template, "install.sh writes no CUSTODY_AGENT_ARGS"
+    agent_args = template[1].replace("$mic", "+alsa:plughw:1,0")
+    argv = shlex.split(unit["Service"]["ExecStart"].replace("$CUSTODY_AGENT_ARGS", agent_args))[1:]
+    args = parser.parse_args(argv)
+    assert (args.command, args.agent_command, str(args.data_dir)) == ("agent", "run", "/var/lib/custody")
+    assert args.source == "v4l2:/dev/video0+alsa:plughw:1,0"  # a real camera, not the synthetic default
+    command = " ".join(ENROLL.read_text().replace("\\\n", " ").split())
+    enroll = re.search(r"/opt/custody/venv/bin/custody (agent run [^`]*?--enroll-token TOKEN)", command)
+    assert enroll, "the walkthrough's enrollment command is gone"
+    args = parser.parse_args(shlex.split(enroll[1]))
+    assert (args.server, args.enroll_token) == ("https://custody.example.org", "TOKEN")
+
+
+def test_every_admin_command_in_the_walkthrough_parses_with_the_real_cli() -> None:
+    from custody.cli import build_parser
+
+    parser = build_parser()
+    text = ENROLL.read_text().replace("\\\n", " ")
+    commands = re.findall(r"^(custody admin .*)$", text, re.M) + re.findall(r"`(custody admin [^`]*)`", text)
+    assert len(commands) >= 5
+    for command in commands:
+        argv = shlex.split(command.replace('"$CUSTODY_TOKEN"', "T").replace('"..."', "why"))[1:]
+        parser.parse_args(argv)  # argparse exits (SystemExit) on anything it does not know

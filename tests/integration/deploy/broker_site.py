@@ -18,6 +18,7 @@ import pwd
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -38,7 +39,15 @@ from server.broker_files import (
     write_broker_files,
 )
 from tests.services.mosquitto import find_mosquitto
-from tests.services.ports import LOOPBACK, die_with_parent, free_port, port_accepts, terminate, wait_until
+from tests.services.ports import (
+    LOOPBACK,
+    START_ATTEMPTS,
+    ServiceStartError,
+    die_with_parent,
+    port_accepts,
+    terminate,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -129,6 +138,19 @@ def make_site(root: Path, *, dns_names: tuple[str, ...] = ("mosquitto", "localho
     return Site(root=root, ca=ca)
 
 
+def _distinct_free_ports() -> dict[str, int]:
+    """Three free loopback ports, all different (one after another, the kernel may hand out one twice)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        ports = [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    return dict(zip(("device", "server", "health"), ports, strict=True))
+
+
 def _faithful_user() -> bool:
     """Whether the broker can drop root to a ``mosquitto`` user here, as it does in the container."""
     if os.geteuid() != 0:
@@ -150,14 +172,14 @@ class ShippedBroker:
         # pytest's 0700 temp dirs, which the dropped-privilege broker could not enter.
         self.dir = Path(tempfile.mkdtemp(prefix="custody-mosquitto-")) if self.faithful else site.root / "mosquitto"
         self.dir.mkdir(exist_ok=True)
-        self.ports = {"device": free_port(), "server": free_port(), "health": free_port()}
+        self.ports = _distinct_free_ports()
         (self.dir / "config").mkdir()
         (self.dir / "data").mkdir()
         shutil.copy(HEALTH_ACL, self.dir / "config" / "health.acl")
-        run_as = None if self.faithful else pwd.getpwuid(os.geteuid()).pw_name
-        text = config_text if config_text is not None else SHIPPED_CONF.read_text()
+        self._run_as = None if self.faithful else pwd.getpwuid(os.geteuid()).pw_name
+        self._config_text = config_text if config_text is not None else SHIPPED_CONF.read_text()
         self.config_path = self.dir / "config" / "mosquitto.conf"
-        self.config_path.write_text(render_shipped_config(text, self.dir, self.ports, run_as=run_as))
+        self.config_path.write_text(self._render())
         if self.faithful:
             os.chmod(self.dir, 0o755)  # noqa: S103  (as /mosquitto is: the broker user must enter it)
             # The image's entrypoint hands /mosquitto to the broker user before run.sh starts.
@@ -167,7 +189,22 @@ class ShippedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start run.sh and wait until all three listeners accept connections."""
+        """Start run.sh and wait until all three listeners accept connections.
+
+        A port picked free may be taken by someone else before the broker binds it; then the
+        broker exits with "Address already in use" and is started again on new ports.
+        """
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+                return
+            except ServiceStartError:
+                if attempt == START_ATTEMPTS - 1 or "Address already in use" not in self.log():
+                    raise
+                self.ports = _distinct_free_ports()
+                self.config_path.write_text(self._render())
+
+    def _start_once(self) -> None:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "CUSTODY_BROKER_AUTH_SRC": str(self.site.auth_dir),
@@ -194,6 +231,9 @@ class ShippedBroker:
             self._proc = None
         if self.faithful:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _render(self) -> str:
+        return render_shipped_config(self._config_text, self.dir, self.ports, run_as=self._run_as)
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:

@@ -19,6 +19,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/alsa/alsa.conf ] || need+=(libasound2-data)
 # runuser (util-linux) runs initdb as the postgres user when we are root; essential on Debian.
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# The deploy tests lint the shell scripts that run on the Pi and in the broker container.
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != "0" ]; then

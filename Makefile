@@ -42,7 +42,7 @@ test: $(STAMP) system-deps $(S3STAMP)  ## run the whole test suite (lint, types,
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 crash-test: $(STAMP)  ## SIGKILL a recording agent 200 times and check the buffer after each restart
-	CUSTODY_CRASH_TRIALS=200 $(BIN)/python -m pytest -q -s tests/integration/agent/test_crash.py
+	CUSTODY_CRASH_TRIALS=200 $(BIN)/python -m pytest -q -s --timeout 3600 tests/integration/agent/test_crash.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

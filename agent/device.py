@@ -397,6 +397,8 @@ class DeviceAgent:
             await self.stop_recording(reason="storage-full")
 
     async def _announce(self, entry: BufferedEntry, envelope: bytes) -> None:
+        if self.uploader is not None:
+            self.uploader.committed(entry.seq)
         if self.mqtt is not None:
             await self.mqtt.publish_entry(envelope)
         if self.uploader is not None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ class UploadStats:
     receipts_rejected: int = 0
     last_error: str | None = None
     refused_until: dict[int, float] = field(default_factory=dict)
+    #: Commit-to-verified-receipt times of chunks committed by this process, in real milliseconds.
+    latencies_ms: list[float] = field(default_factory=list)
 
 
 class Uploader:
@@ -77,6 +80,7 @@ class Uploader:
         self._failures = 0
         self._idle = asyncio.Event()
         self._bucket_time = 0.0  # monotonic time until which the bandwidth budget is spent
+        self._committed_at: dict[int, float] = {}
 
     def wake(self) -> None:
         """Something new to deliver (a commit, a reconnect)."""
@@ -207,11 +211,20 @@ class Uploader:
         with contextlib.suppress(AgentError):
             self.buffer.mark(seq, event)
 
+    def committed(self, seq: int) -> None:
+        """Note when ``seq`` was committed, to measure commit-to-receipt latency."""
+        self._committed_at[seq] = time.perf_counter()
+
     def accept(self, receipt: bytes) -> BufferedEntry | None:
         """Take a receipt (from HTTP or MQTT); free the chunk when it verifies. None if already freed."""
         try:
-            return self.buffer.accept_receipt(receipt, self.server_keys())
+            freed = self.buffer.accept_receipt(receipt, self.server_keys())
         except AgentError as exc:
             if "does not hold" in exc.message:
                 return None  # already freed: the same receipt came by both paths
             raise
+        started = self._committed_at.pop(freed.seq, None)
+        if started is not None and freed.kind == "chunk":
+            # Real seconds, whatever clock the device runs on: this is what the latency goal is about.
+            self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+        return freed

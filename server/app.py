@@ -27,10 +27,14 @@ from server.db.database import Database, database_url
 from server.keyring import ServerKeyring
 from server.services import Services
 from server.services.accounts import AccountsService
+from server.services.audit import AuditService
+from server.services.cases import CasesService
 from server.services.devices import DevicesService
 from server.services.findings import FindingsService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
+from server.services.policy import PolicyService
+from server.services.review import ReviewService
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
 
@@ -70,6 +74,9 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     keyring = ServerKeyring(db, datadir.keys, clock)
     decode_queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     window_ms = config.auth.request_window_s * 1000
+    policy = PolicyService(db, clock)
+    cases = CasesService(db, clock, policy)
+    audit = AuditService(db, clock, cases, config.audit)
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),
@@ -78,6 +85,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         devices=DevicesService(db, clock, keyring, config.mqtt, window_ms, config.auth.enrollment_token_ttl_s),
         ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue),
         findings=FindingsService(db),
+        policy=policy, cases=cases, audit=audit, review=ReviewService(db, clock, cases, audit),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -95,6 +103,7 @@ async def _startup(app: web.Application) -> None:
     s = app[SERVICES]
     await s.db.migrate()
     await s.keyring.load()
+    await s.policy.bootstrap()
     await s.store.start()
     issued = await s.accounts.bootstrap_admin()
     if issued is not None:

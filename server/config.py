@@ -147,6 +147,17 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Thresholds of the audit of missing recordings (server/services/audit.py)."""
+
+    pending_upload_s: int = opt(300, "a chunk announced this long ago and still not verified is pending upload",
+                                lo=1, hi=30 * 86400)
+    offline_after_s: int = opt(600, "a device not heard from for this long is offline", lo=1, hi=30 * 86400)
+    coverage_tolerance_ms: int = opt(1000, "gaps in a full-recording step's coverage up to this long are ignored "
+                                     "(chunk boundaries on a device clock)", lo=0, hi=60_000)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -157,6 +168,7 @@ class ServerConfig:
     ingest: IngestConfig = section(IngestConfig, "ingest and verification")
     auth: AuthConfig = section(AuthConfig, "authentication")
     mqtt: MqttConfig = section(MqttConfig, "MQTT broker handed to devices")
+    audit: AuditConfig = section(AuditConfig, "audit of missing recordings")
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with top-level fields replaced."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import BadRequest
 
-_TYPES: dict[str, Any] = {"string": str, "integer": int, "boolean": bool}
+_TYPES: dict[str, Any] = {"string": str, "integer": int, "boolean": bool, "array": list}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,11 @@ class F:
     max_len: int = 200
     pattern: str | None = None
     enum: tuple[str, ...] | None = None
+    #: Strings only: newlines and tabs are allowed (a YAML document); other control characters never are.
+    multiline: bool = False
+    #: Arrays only: the type of every item, and how many there may be.
+    items: F | None = None
+    max_items: int = 50
 
     def schema(self) -> dict[str, Any]:
         """JSON Schema (OpenAPI 3.0 dialect) of this field."""
@@ -39,6 +44,9 @@ class F:
             s["minimum"] = self.lo
         if self.hi is not None:
             s["maximum"] = self.hi
+        if self.type == "array" and self.items is not None:
+            s["items"] = self.items.schema()
+            s["maxItems"] = self.max_items
         if self.type == "string":
             s["maxLength"] = self.max_len
             if self.pattern:
@@ -60,11 +68,16 @@ class F:
         if self.type == "integer" and ((self.lo is not None and value < self.lo)
                                        or (self.hi is not None and value > self.hi)):
             raise BadRequest(f"{name} must be between {self.lo} and {self.hi}", code="out_of_range", field=name)
+        if self.type == "array":
+            if len(value) > self.max_items:
+                raise BadRequest(f"{name} has more than {self.max_items} items", code="out_of_range", field=name)
+            assert self.items is not None
+            return [self.items.check(f"{name}[{i}]", item) for i, item in enumerate(value)]
         if self.type == "string":
             if len(value) > self.max_len:
                 raise BadRequest(f"{name} is longer than {self.max_len} characters", code="out_of_range",
                                  field=name)
-            if any(ord(c) < 0x20 for c in value):
+            if any(ord(c) < 0x20 and not (self.multiline and c in "\n\r\t") for c in value):
                 raise BadRequest(f"{name} contains control characters", code="bad_value", field=name)
             if self.enum and value not in self.enum:
                 raise BadRequest(f"{name} must be one of {', '.join(self.enum)}", code="bad_value", field=name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api import cases_api as cz
 from server.api.body import Body, F
 from server.auth import USER_ROLES, Principal, Role, has_device_auth
 from server.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
@@ -39,6 +40,10 @@ FLEET_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR})
 EVIDENCE_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR, R.CASE_HANDLER, R.LEGAL_REVIEWER})
 TOKEN_READERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.AUDITOR})
 DEVICES = frozenset({R.DEVICE})
+CASE_READERS = frozenset({R.ADMIN, R.OFFICER, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
+CASE_WRITERS = frozenset({R.ADMIN, R.CASE_HANDLER})  # a case handler: only the cases they handle
+AUDIT_READERS = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
+LEGAL_REVIEWERS = frozenset({R.LEGAL_REVIEWER})  # not admin: the sign-off is the reviewer's own act
 
 Access = str | frozenset[Role]
 
@@ -53,7 +58,7 @@ TOKEN_ID = F("string", "API token id", pattern=r"[0-9a-f]{16}", max_len=16)
 OBJECT_KEY = F("string", "object key DEVICE/SEQ/SHA256 (or conflicts/DEVICE/SEQ/SHA256)",
                pattern=r"(conflicts/)?[a-z2-7]{24}/[0-9]{12}/[0-9a-f]{64}", max_len=300)
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
-                             "token_id": TOKEN_ID, "key": OBJECT_KEY}
+                             "token_id": TOKEN_ID, "key": OBJECT_KEY, **cz.PATH_PARAMS}
 
 TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
@@ -527,6 +532,40 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/server-keys", server_keys, ALL, "server public keys, current first", "keys"),
     Route("POST", "/api/v1/server-keys/rotate", server_keys_rotate, ADMINS,
           "make a new server key; earlier keys stay valid for verification", "keys"),
+    Route("GET", "/api/v1/cases", cz.cases_list, CASE_READERS, "list cases", "cases", query=cz.CASE_QUERY),
+    Route("POST", "/api/v1/cases", cz.cases_add, CASE_WRITERS, "open a case", "cases", body=cz.CASE_ADD,
+          ok_status=201),
+    Route("GET", "/api/v1/cases/{case_id}", cz.cases_get, CASE_READERS, "a case with its steps and links", "cases"),
+    Route("PATCH", "/api/v1/cases/{case_id}", cz.cases_patch, CASE_WRITERS, "change a case (its handler or admin)",
+          "cases", body=cz.CASE_PATCH),
+    Route("POST", "/api/v1/cases/{case_id}/steps", cz.steps_add, CASE_WRITERS,
+          "plan a step; the requirement list in force decides its recording requirement", "cases",
+          body=cz.STEP_ADD, ok_status=201),
+    Route("GET", "/api/v1/cases/{case_id}/steps/{step_id}", cz.steps_get, CASE_READERS,
+          "a step with its links (removed ones too) and sign-offs", "cases"),
+    Route("PATCH", "/api/v1/cases/{case_id}/steps/{step_id}", cz.steps_patch, CASE_WRITERS,
+          "change a step; completing a major case's decision needs a legal sign-off", "cases", body=cz.STEP_PATCH),
+    Route("GET", "/api/v1/cases/{case_id}/steps/{step_id}/suggestions", cz.steps_suggestions, AUDIT_READERS,
+          "recordings of the step's officers overlapping its window, not linked to it", "links"),
+    Route("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links", cz.links_add, CASE_WRITERS,
+          "link a recording, or a time range of it, to the step", "links", body=cz.LINK_ADD, ok_status=201),
+    Route("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links/{link_id}/unlink", cz.links_unlink, CASE_WRITERS,
+          "end a link (kept on record with who, when and why)", "links", body=cz.UNLINK),
+    Route("GET", "/api/v1/cases/{case_id}/events", cz.case_events, AUDIT_READERS,
+          "the append-only link events of a case", "links"),
+    Route("POST", "/api/v1/cases/{case_id}/steps/{step_id}/signoff", cz.signoff, LEGAL_REVIEWERS,
+          "legal review sign-off of a major case's decision (refused while footage is incomplete, unless "
+          "overridden with a reason)", "review", body=cz.SIGNOFF, ok_status=201),
+    Route("GET", "/api/v1/audit", cz.audit, AUDIT_READERS,
+          "audit of missing recordings (format json, text or csv; lang zh or en)", "audit", query=cz.AUDIT_QUERY),
+    Route("GET", "/api/v1/policy", cz.policy_current, OFFICER_READERS,
+          "the recording-requirement list in force (音像记录事项清单)", "policy"),
+    Route("POST", "/api/v1/policy", cz.policy_load, ADMINS, "load a new version of the recording-requirement list",
+          "policy", body=cz.POLICY_LOAD, ok_status=201),
+    Route("GET", "/api/v1/policy/versions", cz.policy_versions, OFFICER_READERS,
+          "every version of the requirement list loaded", "policy"),
+    Route("GET", "/api/v1/policy/versions/{version}", cz.policy_version, OFFICER_READERS,
+          "one version of the requirement list, as loaded", "policy"),
     Route("GET", "/api/v1/device/self", device_self, DEVICES, "the calling device, its assignment, server keys",
           "device"),
     Route("POST", "/api/v1/device/entries", device_announce, DEVICES,

@@ -229,3 +229,116 @@ findings = sa.Table(
     sa.Index(None, "device_id", "code", "closed_ms"),
     sa.Index(None, "code", "opened_ms"),
 )
+
+# -- cases, steps, the recording-requirement list, links (server/services/cases.py) ------------
+
+recording_policies = sa.Table(
+    "recording_policies",
+    metadata,
+    # Every version of the requirement list ever loaded; the highest id is in force.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(64), nullable=False, unique=True),
+    sa.Column("text", sa.Text, nullable=False),  # exactly as loaded, comments (the citations) included
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("loaded_ms", Ms, nullable=False),
+    sa.Column("loaded_by", sa.String(64), nullable=False),
+)
+
+cases = sa.Table(
+    "cases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("number", sa.String(100), nullable=False, unique=True),  # 案号, e.g. 长执罚〔2026〕12号
+    sa.Column("category", sa.String(16), nullable=False),  # server.services.policy.CATEGORIES
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("parties", sa.JSON, nullable=False),  # list of names (当事人)
+    sa.Column("handler", sa.String(64), nullable=False, index=True),  # user name of the case handler
+    sa.Column("major", sa.Boolean, nullable=False),  # 重大执法决定: the decision needs legal review
+    sa.Column("unit", sa.String(200), nullable=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("updated_ms", Ms, nullable=False),
+)
+
+case_steps = sa.Table(
+    "case_steps",
+    metadata,
+    # A protocol identifier: devices carry it in manifests (case_step), so it is chosen, not numbered.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("activity", sa.String(32), nullable=False),
+    sa.Column("title", sa.String(200), nullable=True),
+    sa.Column("officers", sa.JSON, nullable=False),  # officer ids
+    sa.Column("planned_start_ms", Ms, nullable=True),
+    sa.Column("planned_end_ms", Ms, nullable=True),
+    sa.Column("actual_start_ms", Ms, nullable=True),
+    sa.Column("actual_end_ms", Ms, nullable=True),
+    sa.Column("location", sa.String(200), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # planned | in_progress | completed | cancelled
+    # What the requirement list in force said when the step got its activity, and which version said it.
+    sa.Column("requirement", sa.String(8), nullable=False),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("updated_ms", Ms, nullable=False),
+)
+
+step_links = sa.Table(
+    "step_links",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("step_id", sa.String(64), sa.ForeignKey("case_steps.id"), nullable=False, index=True),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("recording_id", sa.String(64), nullable=False),
+    # The linked part of the recording (device clock, ms); null: the whole recording.
+    sa.Column("from_ms", Ms, nullable=True),
+    sa.Column("until_ms", Ms, nullable=True),
+    sa.Column("source", sa.String(8), nullable=False),  # auto (the manifests carry the step) | manual
+    # Auto links are made once per (step, recording): an unlinked auto link is never silently remade.
+    sa.Column("auto_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    # A link is never deleted: unlinking records when, who and why (the only update a link gets).
+    sa.Column("removed_ms", Ms, nullable=True),
+    sa.Column("removed_by", sa.String(64), nullable=True),
+    sa.Column("removed_reason", sa.String(500), nullable=True),
+    sa.Index(None, "device_id", "recording_id"),
+)
+
+link_events = sa.Table(
+    "link_events",
+    metadata,
+    # Append-only: one row per link or unlink, never updated except log_index, which the
+    # transparency log sets once when it has appended the event (CasesService.link_event_hooks).
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("link_id", sa.Integer, sa.ForeignKey("step_links.id"), nullable=False, index=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),  # link | unlink
+    sa.Column("device_id", sa.String(24), nullable=False),
+    sa.Column("recording_id", sa.String(64), nullable=False),
+    sa.Column("from_ms", Ms, nullable=True),
+    sa.Column("until_ms", Ms, nullable=True),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("time_ms", Ms, nullable=False),
+    sa.Column("log_index", sa.BigInteger, nullable=True),
+)
+
+review_signoffs = sa.Table(
+    "review_signoffs",
+    metadata,
+    # 重大执法决定法制审核: a legal reviewer's sign-off of a major case's decision step.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(64), sa.ForeignKey("case_steps.id"), nullable=False, index=True),
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("opinion", sa.String(2000), nullable=False),
+    # Set when the reviewer signed off although the audit showed footage problems (review.override).
+    sa.Column("override_reason", sa.String(2000), nullable=True),
+    sa.Column("blocking", sa.JSON, nullable=False),  # the footage findings the reviewer saw
+    sa.Column("created_ms", Ms, nullable=False),
+)

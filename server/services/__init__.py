@@ -16,10 +16,14 @@ from server.datadir import DataDir
 from server.db.database import Database
 from server.keyring import ServerKeyring
 from server.services.accounts import AccountsService
+from server.services.audit import AuditService
+from server.services.cases import CasesService
 from server.services.devices import DevicesService
 from server.services.findings import FindingsService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
+from server.services.policy import PolicyService
+from server.services.review import ReviewService
 from server.storage.base import FootageStore
 
 
@@ -39,3 +43,7 @@ class Services:
     devices: DevicesService
     ingest: IngestService
     findings: FindingsService
+    policy: PolicyService
+    cases: CasesService
+    audit: AuditService
+    review: ReviewService

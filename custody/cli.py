@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "custody.demo",
     "agent.cli",
     "server.cli",
+    "server.cases_cli",
     "custody.verify",
     "simulators.cli",
 )

@@ -447,22 +447,21 @@ class AuditService:
 
     async def _check_devices(self, conn: AsyncConnection, findings: list[dict[str, Any]],
                              recordings: dict[tuple[str, str], Recording], now: int) -> None:
-        device_ids = sorted({k[0] for k in recordings})
-        if not device_ids:
+        # Only footage in scope counts: auditing one case must not report another case's missing chunks.
+        pending: dict[str, list[int]] = defaultdict(list)
+        for rec in recordings.values():
+            pending[rec.device_id] += [c.seq for c in rec.chunks if c.state in _PENDING_STATES]
+        if not any(pending.values()):
             return
         horizon = now - self.config.offline_after_s * 1000
         rows = (await conn.execute(sa.select(devices.c.id, devices.c.last_seen_ms).where(
-            devices.c.id.in_(device_ids)))).all()
+            devices.c.id.in_([d for d, seqs in pending.items() if seqs])))).all()
         for row in rows:
             if row.last_seen_ms is not None and row.last_seen_ms > horizon:
                 continue
-            pending = (await conn.execute(sa.select(entries.c.seq).where(
-                entries.c.device_id == row.id, entries.c.kind == "chunk", entries.c.state.in_(_PENDING_STATES))
-                .order_by(entries.c.seq))).scalars().all()
-            if pending:
-                findings.append(_finding(F.DEVICE_OFFLINE_PENDING, row.id, {
-                    "device_id": row.id, "last_seen_ms": row.last_seen_ms, "pending_seqs": list(pending),
-                    "offline_after_s": self.config.offline_after_s}))
+            findings.append(_finding(F.DEVICE_OFFLINE_PENDING, row.id, {
+                "device_id": row.id, "last_seen_ms": row.last_seen_ms, "pending_seqs": sorted(pending[row.id]),
+                "offline_after_s": self.config.offline_after_s}))
 
     # -- (12) overrides -------------------------------------------------------------------------------------
 

@@ -112,8 +112,9 @@ def _check_step_id(step_id: str) -> None:
                          code="bad_id") from None
 
 
-def _check_window(name: str, start: int | None, end: int | None) -> None:
-    if (start is None) != (end is None):
+def _check_window(name: str, start: int | None, end: int | None, *, open_end: bool = False) -> None:
+    # A step in progress has started but not ended: only the actual window may be open-ended.
+    if (start is None and end is not None) or (start is not None and end is None and not open_end):
         raise Unprocessable(f"{name} needs both its start and its end", code="bad_window")
     if start is not None and end is not None and start >= end:
         raise Unprocessable(f"{name} must start before it ends", code="bad_window")
@@ -254,7 +255,7 @@ class CasesService:
         """Plan a step; the requirement list in force decides (and records) its recording requirement."""
         _check_step_id(body["id"])
         _check_window("the planned window", body.get("planned_start_ms"), body.get("planned_end_ms"))
-        _check_window("the actual window", body.get("actual_start_ms"), body.get("actual_end_ms"))
+        _check_window("the actual window", body.get("actual_start_ms"), body.get("actual_end_ms"), open_end=True)
         policy = await self.policy.current()
         now = self.clock.now_ms()
         try:
@@ -324,7 +325,7 @@ class CasesService:
                 del values["status"]
             for name in ("planned", "actual"):
                 _check_window(f"the {name} window", values.get(f"{name}_start_ms", getattr(step, f"{name}_start_ms")),
-                              values.get(f"{name}_end_ms", getattr(step, f"{name}_end_ms")))
+                              values.get(f"{name}_end_ms", getattr(step, f"{name}_end_ms")), open_end=name == "actual")
             await conn.execute(case_steps.update().where(case_steps.c.id == step_id).values(**values, updated_ms=now))
             _, step = await self._step(conn, case_id, step_id)
         return step_json(step)

@@ -69,6 +69,8 @@ class SimDevice:
         self.recording_id = "rec-" + secrets.token_hex(4)
         self.index = 0
         self.officer_id: str | None = None
+        #: The case step selected on the device: carried by every manifest and event while set.
+        self.case_step: str | None = None
         self.answer: EnrollmentAnswer | None = None
 
     async def raw(self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
@@ -129,7 +131,7 @@ class SimDevice:
             prev=self.prev if prev is None else prev, recording_id=self.recording_id, index=self.index,
             start_ms=self.clock.now_ms(), duration_ms=chunk.duration_ms,
             sha256=sha256 or hashlib.sha256(chunk.data).hexdigest(), size=size or len(chunk.data),
-            officer_id=self.officer_id if officer_id == "" else officer_id, case_step=None, pre_event=False,
+            officer_id=self.officer_id if officer_id == "" else officer_id, case_step=self.case_step, pre_event=False,
             codec=chunk.codec)
         env = m.sign(key or self.key)
         self.index += 1
@@ -139,7 +141,7 @@ class SimDevice:
         """A signed recording event as the next entry."""
         e = RecordingEvent(v=1, device_id=self.device_id, seq=self.seq, prev=self.prev,
                            recording_id=self.recording_id, event=event, time_ms=self.clock.now_ms(),
-                           officer_id=self.officer_id, case_step=None,
+                           officer_id=self.officer_id, case_step=self.case_step,
                            chunks=None if event == "start" else (chunks if chunks is not None else self.index),
                            reason=None)
         env = e.sign(self.key)

@@ -61,6 +61,26 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/device/entries/{seq}"): {V},
     ("POST", "/api/v1/device/entries/{seq}/verify"): {V},
     ("POST", "/api/v1/device/key-rotation"): {V},
+    # Cases: everyone who works on enforcement reads them; case handlers (their own cases) and admins
+    # write them; the audit and link history are for handlers, supervisors, reviewers and auditors;
+    # only a legal reviewer signs off a major decision; only an admin loads a requirement list.
+    ("GET", "/api/v1/cases"): {A, OF, C, S, L, U},
+    ("POST", "/api/v1/cases"): {A, C},
+    ("GET", "/api/v1/cases/{case_id}"): {A, OF, C, S, L, U},
+    ("PATCH", "/api/v1/cases/{case_id}"): {A, C},
+    ("POST", "/api/v1/cases/{case_id}/steps"): {A, C},
+    ("GET", "/api/v1/cases/{case_id}/steps/{step_id}"): {A, OF, C, S, L, U},
+    ("PATCH", "/api/v1/cases/{case_id}/steps/{step_id}"): {A, C},
+    ("GET", "/api/v1/cases/{case_id}/steps/{step_id}/suggestions"): {A, C, S, L, U},
+    ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links"): {A, C},
+    ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links/{link_id}/unlink"): {A, C},
+    ("GET", "/api/v1/cases/{case_id}/events"): {A, C, S, L, U},
+    ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/signoff"): {L},
+    ("GET", "/api/v1/audit"): {A, C, S, L, U},
+    ("GET", "/api/v1/policy"): set(PEOPLE),
+    ("POST", "/api/v1/policy"): {A},
+    ("GET", "/api/v1/policy/versions"): set(PEOPLE),
+    ("GET", "/api/v1/policy/versions/{version}"): set(PEOPLE),
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -85,6 +105,13 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
     await device.announce(device.event("start"))
     counter = itertools.count()
     assert victim.token
+    handler = "matrix-case-handler"
+    case_id = (await admin.ok("POST", "/api/v1/cases", {"number": "M-0", "category": "penalty", "title": "t",
+                                                        "handler": handler}))["id"]
+    await admin.ok("POST", f"/api/v1/cases/{case_id}/steps", {"id": "m-step", "stage": "filing", "activity": "other"})
+    link_id = (await admin.ok("POST", f"/api/v1/cases/{case_id}/steps/m-step/links", {
+        "device_id": target.device_id, "recording_id": target.recording_id, "reason": "matrix"}))["id"]
+    policy_text = (await admin.ok("GET", "/api/v1/policy"))["text"]
 
     def body_for(method: str, path: str) -> dict[str, Any] | None:
         n = next(counter)
@@ -97,12 +124,23 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
             ("POST", "/api/v1/enrollment-tokens"): {},
             ("POST", "/api/v1/devices/{device_id}/state"): {"state": "suspended" if n % 2 else "active"},
             ("POST", "/api/v1/devices/{device_id}/assignments"): {"officer_id": "off-1"},
+            ("POST", "/api/v1/cases"): {"number": f"M-{n}", "category": "penalty", "title": "t", "handler": handler},
+            ("PATCH", "/api/v1/cases/{case_id}"): {"title": f"t {n}"},
+            ("POST", "/api/v1/cases/{case_id}/steps"): {"id": f"m-step-{n}", "stage": "filing", "activity": "other"},
+            ("PATCH", "/api/v1/cases/{case_id}/steps/{step_id}"): {"location": f"place {n}"},
+            ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links"): {
+                "device_id": target.device_id, "recording_id": target.recording_id, "reason": "r"},
+            ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links/{link_id}/unlink"): {"reason": "r"},
+            ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/signoff"): {"opinion": "o"},
+            ("POST", "/api/v1/policy"): {"text": policy_text},
         }
         return bodies.get((method, path))
 
     def concrete(path: str) -> str:
         return (path.replace("{name}", "victim").replace("{token_id}", victim_token)
-                .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0"))
+                .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0")
+                .replace("{case_id}", str(case_id)).replace("{step_id}", "m-step").replace("{link_id}", str(link_id))
+                .replace("{version}", "2026.1-default"))
 
     async def as_device(method: str, path: str) -> Reply:
         if path == "/api/v1/device/entries":

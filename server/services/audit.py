@@ -343,8 +343,8 @@ class AuditService:
             if unverified:
                 findings.append(_finding(F.STEP_UNVERIFIED_FOOTAGE, subject, {**base, "chunks": unverified}))
             # (2)
-            if step.requirement == "full" and step.actual_start_ms is not None:
-                window = (step.actual_start_ms, step.actual_end_ms if step.actual_end_ms is not None else now)
+            window = (step.actual_start_ms, step.actual_end_ms if step.actual_end_ms is not None else now)
+            if step.requirement == "full" and step.actual_start_ms is not None and window[1] > window[0]:
                 covered = []
                 for link, c in linked:
                     if c.state != ChunkState.VERIFIED.value or not c.trusted:

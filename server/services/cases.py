@@ -116,8 +116,9 @@ def _check_window(name: str, start: int | None, end: int | None, *, open_end: bo
     # A step in progress has started but not ended: only the actual window may be open-ended.
     if (start is None and end is not None) or (start is not None and end is None and not open_end):
         raise Unprocessable(f"{name} needs both its start and its end", code="bad_window")
-    if start is not None and end is not None and start >= end:
-        raise Unprocessable(f"{name} must start before it ends", code="bad_window")
+    # Equal is allowed: a step completed at once (status change without times) has an empty window.
+    if start is not None and end is not None and start > end:
+        raise Unprocessable(f"{name} must not end before it starts", code="bad_window")
 
 
 async def recording_spans(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:

@@ -67,15 +67,16 @@ def register(sub: Sub) -> None:
     cs.required = True
 
     c = cmd(cs, "list", "list cases", lambda cl, a: cl.call("GET", "/api/v1/cases" + _query(
-        handler=a.handler, category=a.category)))
-    c.add_argument("--handler")
+        handler=a.handler_name, category=a.category)))
+    # dest is not "handler": that name holds the command's function (set_defaults).
+    c.add_argument("--handler", dest="handler_name")
     c.add_argument("--category", choices=CATEGORIES)
     c = cmd(cs, "add", "open a case", _case_add)
     c.add_argument("number", help="case number (案号)")
     c.add_argument("--category", required=True, choices=CATEGORIES)
     c.add_argument("--title", required=True)
     c.add_argument("--party", action="append", default=[], help="a party (repeat)")
-    c.add_argument("--handler", help="case handler's user name (default: you)")
+    c.add_argument("--handler", dest="handler_name", help="case handler's user name (default: you)")
     c.add_argument("--major", action="store_true", help="major decision: needs a legal reviewer's sign-off")
     c.add_argument("--unit")
     c = cmd(cs, "show", "a case with its steps and links", lambda cl, a: cl.call("GET", f"/api/v1/cases/{a.case}"))
@@ -84,7 +85,7 @@ def register(sub: Sub) -> None:
     c.add_argument("case", type=int)
     c.add_argument("--title")
     c.add_argument("--party", action="append", help="the parties (repeat; replaces the list)")
-    c.add_argument("--handler")
+    c.add_argument("--handler", dest="handler_name")
     c.add_argument("--major", action=argparse.BooleanOptionalAction, default=None)
     c.add_argument("--unit")
     c = cmd(cs, "step-add", "plan a step", _step_add)
@@ -172,15 +173,15 @@ def _query(**params: Any) -> str:
 def _case_add(client: Any, a: argparse.Namespace) -> Any:
     body: dict[str, Any] = {"number": a.number, "category": a.category, "title": a.title, "parties": a.party,
                             "major": a.major}
-    if a.handler:
-        body["handler"] = a.handler
+    if a.handler_name:
+        body["handler"] = a.handler_name
     if a.unit:
         body["unit"] = a.unit
     return client.call("POST", "/api/v1/cases", body)
 
 
 def _case_update(client: Any, a: argparse.Namespace) -> Any:
-    body = {k: v for k, v in {"title": a.title, "parties": a.party, "handler": a.handler, "major": a.major,
+    body = {k: v for k, v in {"title": a.title, "parties": a.party, "handler": a.handler_name, "major": a.major,
                               "unit": a.unit}.items() if v is not None}
     return client.call("PATCH", f"/api/v1/cases/{a.case}", body)
 

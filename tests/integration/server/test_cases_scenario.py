@@ -300,3 +300,11 @@ async def test_scenario_audit_is_exact(world: World) -> None:
                          "--format", "text", "--lang", "en"], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout == en.body.decode()
+    admin_token = w.admin.token
+    assert admin_token is not None
+    added = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "custody", "case", "--server", w.server.url, "--token", admin_token,
+                         "--json", "add", "平工信收〔2026〕6号", "--category", "fees", "--title", "收费检查",
+                         "--handler", "chen", "--party", "某公司"], capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["handler"] == "chen"

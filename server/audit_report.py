@@ -91,7 +91,7 @@ _ZH: dict[str, Template] = {
         f"视频仅覆盖 {fmt_time(e['window_start_ms'])}–{fmt_time(e['window_end_ms'])} 的 {e['coverage_pct']}%，"
         f"缺口：{_gaps(e['gaps'])}"),
     "step.unverified_footage": lambda e: (
-        f"{len(e['chunks'])} 个关联片段未通过校验："
+        f"{len(e['chunks'])} 个关联片段尚未校验："
         + "；".join(f"{c['device_id']} 序号 {c['seq']}（{c['state']}）" for c in e["chunks"])),
     "chain.gap": lambda e: (
         f"设备 {e['device_id']}：录像 {e['recording_id']} {'之中' if e['position'] == 'inside' else '之后'}"

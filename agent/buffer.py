@@ -269,6 +269,7 @@ class ChunkBuffer:
         self._head_hash: str = GENESIS_PREV
         self._head_entry: Entry | None = None
         self._db: TinyDB | None = None
+        self._abandoned = False
         self.alarms: set[str] = set()
 
     # -- opening and recovery ------------------------------------------------------------------
@@ -418,6 +419,8 @@ class ChunkBuffer:
         return self._head_entry
 
     def _next_seq(self) -> int:
+        if self._abandoned:
+            raise AgentError("this buffer was abandoned (simulated power cut): nothing more is written")
         return 0 if self._head_seq is None else self._head_seq + 1
 
     # -- committing ----------------------------------------------------------------------------
@@ -617,6 +620,14 @@ class ChunkBuffer:
         self.ops.unlink(path)
         self._index.remove(Query().seq == rec.seq)
         log.debug("freed seq %d after its receipt", rec.seq)
+
+    def abandon(self) -> None:
+        """Wait for a commit in progress, then refuse all further writes (a simulated power cut).
+
+        The next process to open the directory must not race a write this one still has in flight.
+        """
+        with self._lock:
+            self._abandoned = True
 
     def close(self) -> None:
         """Release the index."""

@@ -255,6 +255,7 @@ class DeviceAgent:
 
     async def crash(self) -> None:
         """Stop dead, as a power cut would: no stop event, nothing flushed (simulators and tests)."""
+        await asyncio.to_thread(self.buffer.abandon)
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 await self.recorder.disarm()

@@ -81,6 +81,10 @@ class Uploader:
         self._idle = asyncio.Event()
         self._bucket_time = 0.0  # monotonic time until which the bandwidth budget is spent
         self._committed_at: dict[int, float] = {}
+        #: While True, entries are announced but their bytes are held back (simulates a footage
+        #: store or upload path that is down while the control plane works).
+        self.hold_uploads = False
+        self._held: set[int] = set()
 
     def wake(self) -> None:
         """Something new to deliver (a commit, a reconnect)."""
@@ -90,7 +94,7 @@ class Uploader:
         now = self.clock.monotonic()
         out = []
         for e in self.buffer.entries():
-            if e.seq in self._in_flight:
+            if e.seq in self._in_flight or e.seq in self._held:
                 continue
             until = self.stats.refused_until.get(e.seq)
             if until is not None and until > now:
@@ -195,6 +199,9 @@ class Uploader:
         receipt = answer.get("receipt")
         if receipt is None and entry.kind == "chunk":
             if answer.get("state") not in ("uploaded", "verified"):
+                if self.hold_uploads:
+                    self._held.add(entry.seq)
+                    return
                 target = answer.get("upload")
                 if not target:
                     raise Refused(200, "no_upload_target", "server gave no upload target for a chunk")
@@ -210,6 +217,12 @@ class Uploader:
     def _advance(self, seq: int, event: ChunkEvent) -> None:
         with contextlib.suppress(AgentError):
             self.buffer.mark(seq, event)
+
+    def release_uploads(self) -> None:
+        """End :attr:`hold_uploads`: deliver what was held back."""
+        self.hold_uploads = False
+        self._held.clear()
+        self.wake()
 
     def committed(self, seq: int) -> None:
         """Note when ``seq`` was committed, to measure commit-to-receipt latency."""

@@ -47,7 +47,7 @@ from simulators.fleet import DeviceSpec, SimulatedDevice
 log = logging.getLogger(__name__)
 
 ACTIONS = {"record", "start", "stop", "select_step", "fault", "attack", "wait"}
-FAULTS = {"network_drop", "power_loss", "disk_full", "clock_skew"}
+FAULTS = {"network_drop", "uploads_blocked", "power_loss", "disk_full", "clock_skew"}
 ATTACKS = {"tampered_chunk", "replayed_entry", "forged_command", "revoked_device_still_sending"}
 
 
@@ -231,6 +231,7 @@ class ScenarioRunner:
         self.devices: dict[str, SimulatedDevice] = {}
         self.outcome = Outcome()
         self._busy: dict[str, asyncio.Lock] = {}
+        self._steps: list[tuple[int, str, int | None]] = []
 
     async def run(self) -> Outcome:
         """Set up officers, devices and cases, then play the timeline."""
@@ -239,15 +240,23 @@ class ScenarioRunner:
             await self._setup(api, session)
             try:
                 t0 = self.clock.monotonic()
-                tasks = []
+                tasks: list[asyncio.Task[None]] = []
+                lasting: list[asyncio.Task[None]] = []
                 for step in self.scenario.timeline:
                     delay = step.at_s - (self.clock.monotonic() - t0)
                     if delay > 0:
                         await self.clock.sleep(delay)
-                    tasks.append(asyncio.create_task(self._do(api, step)))
+                    task = asyncio.create_task(self._do(api, step))
+                    (lasting if step.do == "fault" else tasks).append(task)
                 await asyncio.gather(*tasks)
+                # A fault that outlasts the timeline (a device that never comes back) stays as it is.
+                for task in lasting:
+                    if not task.done():
+                        task.cancel()
+                await asyncio.gather(*lasting, return_exceptions=True)
+                await self._close_steps(api)
                 for dev in self.devices.values():
-                    up = dev.agent.uploader
+                    up = dev.agent.uploader  # None while a device is cut off: its footage waits
                     if up is not None:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(60):
@@ -278,10 +287,38 @@ class ScenarioRunner:
                 dev.agent.state.officer_id = str(d["officer"])
             self.devices[d["name"]] = dev
             self._busy[d["name"]] = asyncio.Lock()
-        for c in self.scenario.cases:
-            await api.call("POST", "/api/v1/cases", {k: v for k, v in c.items() if k != "steps"})
-            for s in c.get("steps") or []:
-                await api.call("POST", f"/api/v1/cases/{c['number']}/steps", s)
+        if self.scenario.cases:
+            handler = "handler-" + secrets.token_hex(3)
+            await api.call("POST", "/api/v1/users", {"name": handler, "role": "case_handler"})
+        for i, c in enumerate(self.scenario.cases):
+            w = f"cases[{i}]"
+            body = {k: v for k, v in c.items() if k != "steps"}
+            body.setdefault("title", str(c["number"]))
+            body["handler"] = handler
+            created = await api.call("POST", "/api/v1/cases", body)
+            case_id = created.get("id", created.get("case", {}).get("id")) if isinstance(created, dict) else None
+            if case_id is None:
+                raise ScenarioError(f"{w}: the server did not say the new case's id")
+            for j, st in enumerate(c.get("steps") or []):
+                sw = f"{w}.steps[{j}]"
+                step_body = {k: v for k, v in _check_keys(
+                    sw, st, {"id", "stage", "activity", "officers", "title", "location", "window"},
+                    {"id", "stage", "activity"}).items() if k != "window"}
+                step_body["officers"] = [str(o) for o in st.get("officers", [])]
+                if "window" in st:
+                    lo, hi = (int(self.scenario.start.timestamp() * 1000 + _offset(t, self.scenario.start, sw) * 1000)
+                              for t in st["window"])
+                    step_body.update(planned_start_ms=lo, planned_end_ms=hi, actual_start_ms=lo, actual_end_ms=hi)
+                await api.call("POST", f"/api/v1/cases/{case_id}/steps", step_body)
+                self._steps.append((case_id, str(st["id"]), step_body.get("actual_end_ms")))
+
+    async def _close_steps(self, api: AdminApi) -> None:
+        """Steps whose window has passed were carried out: mark them completed, as a handler would."""
+        now = self.clock.now_ms()
+        for case_id, step_id, end_ms in self._steps:
+            if end_ms is not None and end_ms <= now:
+                for status in ("in_progress", "completed"):
+                    await api.call("PATCH", f"/api/v1/cases/{case_id}/steps/{step_id}", {"status": status})
 
     async def _do(self, api: AdminApi, step: Step) -> None:
         dev = self.devices.get(step.device or "")
@@ -290,7 +327,8 @@ class ScenarioRunner:
                 await self.clock.sleep(float(step.args.get("seconds", 0)))
                 return
             assert dev is not None and step.device is not None
-            if step.do == "fault" and step.args["kind"] in ("network_drop", "disk_full", "power_loss"):
+            if step.do == "fault" and step.args["kind"] in ("network_drop", "uploads_blocked", "disk_full",
+                                                            "power_loss"):
                 # Faults strike whatever the device is doing (a power cut mid-recording), and a lasting
                 # condition must not keep the device from doing what the timeline says.
                 await self._fault(dev, step)
@@ -329,6 +367,11 @@ class ScenarioRunner:
             await agent.disconnect()
             await self.clock.sleep(seconds)
             await agent.connect(mqtt=self.mqtt)
+        elif kind == "uploads_blocked":
+            if agent.uploader is not None:
+                agent.uploader.hold_uploads = True
+                await self.clock.sleep(seconds)
+                agent.uploader.release_uploads()
         elif kind == "power_loss":
             await agent.crash()
             fresh = SimulatedDevice(dev.spec, self.root, agent.clock, session=agent.session)

@@ -22,8 +22,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from custody.clock import Clock
+from protocol.canonical import canonical_bytes
 from protocol.envelope import Envelope
-from protocol.errors import EncodingError, SignatureError
+from protocol.errors import EncodingError, LocalProtocolError, SignatureError
 from protocol.keys import VerifyKey
 from protocol.messages import MAX_COMMAND_TTL_MS, Command, CommandAck, CommandKind
 from protocol.schema import Invalid, check_id
@@ -134,14 +135,14 @@ class CommandsService:
         if not 1000 <= ttl_ms <= MAX_COMMAND_TTL_MS:
             raise BadRequest("ttl_s must be between 1 s and 24 h", code="out_of_range")
         now = self.clock.now_ms()
-        command = Command(v=1, id="cmd-" + secrets.token_hex(12), device_id=device_id, kind=kind, issued_ms=now,
-                          expires_ms=now + ttl_ms, nonce=secrets.token_hex(16), params=params)
         try:
-            if len(command.to_bytes()) - 300 > MAX_PARAMS_BYTES:
+            command = Command(v=1, id="cmd-" + secrets.token_hex(12), device_id=device_id, kind=kind,
+                              issued_ms=now, expires_ms=now + ttl_ms, nonce=secrets.token_hex(16), params=params)
+            if len(canonical_bytes(params)) > MAX_PARAMS_BYTES:
                 raise BadRequest(f"params exceed {MAX_PARAMS_BYTES} bytes", code="bad_params")
             envelope = self.keyring.sign(command)
-        except EncodingError as exc:  # e.g. a float or an integer beyond 2^53 in params
-            raise BadRequest(f"params cannot be encoded: {exc.message}", code="bad_params") from None
+        except (EncodingError, LocalProtocolError) as exc:  # a float, or an integer beyond 2^53, in params
+            raise BadRequest(f"params cannot travel in a signed command: {exc.message}", code="bad_params") from None
         async with self.db.write() as conn:
             device = (await conn.execute(sa.select(devices.c.state).where(devices.c.id == device_id))).first()
             if device is None:

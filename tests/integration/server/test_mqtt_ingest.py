@@ -35,7 +35,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def mq_server(tmp_path: Path, clock: FakeClock, mosquitto: MosquittoBroker) -> AsyncIterator[RunningServer]:
     """A server on SQLite whose MQTT side uses the test's Mosquitto."""
-    srv = await start_server(server_config(tmp_path / "data", **{"mqtt.url": mosquitto.url}), clock)
+    overrides: dict[str, Any] = {"mqtt.url": mosquitto.url}
+    srv = await start_server(server_config(tmp_path / "data", **overrides), clock)
     await wait_for(lambda: srv.mqtt.link is not None and srv.mqtt.link.connected.is_set(), what="link up")
     yield srv
     await srv.stop()

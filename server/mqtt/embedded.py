@@ -142,6 +142,11 @@ class EmbeddedBroker:
                 f"{__name__}.CustodyTopicPlugin": {"policy": self._policy},
             },
         }
+        # amqtt logs every connection, and its state-machine library every transition, at INFO:
+        # noise at fleet scale. Refusals are logged by the plugins above, at INFO and WARNING.
+        for name in ("amqtt", "transitions"):
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.WARNING)
         broker = Broker(config)
         await broker.start()
         self._broker = broker

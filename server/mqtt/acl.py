@@ -1,6 +1,6 @@
 """Who may publish and subscribe what on the broker: the embedded broker's topic ACL.
 
-The same rules as the Mosquitto ACL file (``server/broker_files.py`` on the deploy branch, and
+The same rules as the Mosquitto ACL file (``server/broker_files.mosquitto_acl``, and
 docs/MQTT.md): a device (MQTT user name = its device id) publishes only its own ``status``,
 ``entry``, ``ack`` and ``availability`` topics and reads only its own ``cmd`` and ``receipt``
 topics and the checkpoint topic; the server user reads and writes everything under

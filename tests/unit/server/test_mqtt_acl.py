@@ -51,3 +51,18 @@ def test_nobody_and_strangers_get_nothing() -> None:
     for user in (None, "someone", "custody-server2"):
         assert not acl.may_publish(user, device_topic(A, DeviceTopic.ENTRY), server_user=SERVER)
         assert not acl.may_subscribe(user, device_topic(A, DeviceTopic.CMD), server_user=SERVER)
+
+
+def test_the_same_rules_as_the_mosquitto_acl_file() -> None:
+    """The embedded ACL grants a device exactly what server/broker_files.py's Mosquitto ACL grants."""
+    from server.broker_files import mosquitto_acl
+
+    text = mosquitto_acl(SERVER)
+    writes = {line.split()[2] for line in text.splitlines() if line.startswith("pattern write ")}
+    reads = {line.split()[2] for line in text.splitlines() if line.startswith("pattern read ")}
+    for kind in DeviceTopic:
+        pattern = device_topic(A, kind).replace(A, "%u")
+        assert (pattern in writes) == acl.may_publish(A, device_topic(A, kind), server_user=SERVER), kind
+        assert (pattern in reads) == acl.may_read(A, device_topic(A, kind), server_user=SERVER), kind
+    assert CHECKPOINT_TOPIC in reads and acl.may_read(A, CHECKPOINT_TOPIC, server_user=SERVER)
+    assert f"user {SERVER}" in text and "topic readwrite custody/v1/#" in text

@@ -294,3 +294,30 @@ async def test_broker_restart_without_persistence_resubscribes(mq_server: Runnin
         # Receipts flow again too (the server's publishing side reconnected with it).
         await m.entry(device.event("stop"))
         await wait_for(lambda: len(m.received["receipt"]) == 1, what="receipt after the restart")
+
+
+async def test_two_server_processes_split_ingest_with_shared_subscriptions(
+        tmp_path: Path, clock: FakeClock, mosquitto: MosquittoBroker, session: aiohttp.ClientSession,
+        request: pytest.FixtureRequest) -> None:
+    """Two servers on one PostgreSQL database: each entry is handled by exactly one of them."""
+    overrides: dict[str, Any] = {"mqtt.url": mosquitto.url,
+                                 "database.url": request.getfixturevalue("postgres_db").async_url}
+    first = await start_server(server_config(tmp_path / "data", **overrides), clock)
+    second = await start_server(server_config(tmp_path / "data", **overrides), clock)
+    try:
+        for srv in (first, second):
+            await wait_for(lambda s=srv: s.mqtt.link is not None and s.mqtt.link.connected.is_set(), what="link")
+            assert srv.mqtt.link is not None and srv.mqtt.link.stats.shared
+        api = Api(first.url, session, first.services.datadir.admin_token.read_text().strip())
+        device = await api.enroll(clock)
+        chain = [device.event("start"), *(device.manifest(make_chunk()) for _ in range(18)), device.event("stop")]
+        async with DeviceMqtt(device, mosquitto.url) as m:
+            for env in chain:
+                await m.entry(env)
+            await eventually(lambda: _all(api, device.device_id, len(chain)), what="all entries")
+        handled = [srv.mqtt.stats()["accepted"].get("entry", 0) for srv in (first, second)]
+        assert sum(handled) == len(chain) and min(handled) > 0, handled
+        assert all(srv.mqtt.stats()["refused_total"] == 0 for srv in (first, second))
+    finally:
+        await second.stop()
+        await first.stop()

@@ -306,8 +306,10 @@ async def test_two_server_processes_split_ingest_with_shared_subscriptions(
     second = await start_server(server_config(tmp_path / "data", **overrides), clock)
     try:
         for srv in (first, second):
-            await wait_for(lambda s=srv: s.mqtt.link is not None and s.mqtt.link.connected.is_set(), what="link")
-            assert srv.mqtt.link is not None and srv.mqtt.link.stats.shared
+            link = srv.mqtt.link
+            assert link is not None
+            await wait_for(link.connected.is_set, what="link up")
+            assert link.stats.shared
         api = Api(first.url, session, first.services.datadir.admin_token.read_text().strip())
         device = await api.enroll(clock)
         chain = [device.event("start"), *(device.manifest(make_chunk()) for _ in range(18)), device.event("stop")]

@@ -25,12 +25,15 @@ from server.config import ServerConfig
 from server.datadir import DataDir, write_private
 from server.db.database import Database, database_url
 from server.keyring import ServerKeyring
+from server.mqtt.plane import MqttPlane
 from server.services import Services
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
 from server.services.cases import CasesService
+from server.services.commands import CommandsService
 from server.services.devices import DevicesService
 from server.services.findings import FindingsService
+from server.services.fleet import FleetService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
 from server.services.policy import PolicyService
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 SERVICES = web.AppKey("services", Services)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 DECODE_QUEUE = web.AppKey("decode_queue", asyncio.Queue[tuple[str, int]])
+MQTT = web.AppKey("mqtt", MqttPlane)
 
 #: Seconds between background duties.
 NONCE_PRUNE_S = 60.0
@@ -86,6 +90,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue),
         findings=FindingsService(db),
         policy=policy, cases=cases, audit=audit, review=ReviewService(db, clock, cases, audit),
+        fleet=FleetService(db, clock, config.mqtt.clock_skew_tolerance_ms),
+        commands=CommandsService(db, clock, keyring),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -93,6 +99,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     app[SERVICES] = services
     app[TASKS] = []
     app[DECODE_QUEUE] = decode_queue
+    app[MQTT] = MqttPlane(services)
     add_routes(app, services)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
@@ -120,9 +127,11 @@ async def _startup(app: web.Application) -> None:
         queue.put_nowait(pending)
     for i in range(s.config.ingest.decode_workers):
         tasks.append(asyncio.create_task(_decode_worker(s, queue), name=f"decode-{i}"))
+    await app[MQTT].start()
 
 
 async def _cleanup(app: web.Application) -> None:
+    await app[MQTT].stop()
     for task in app[TASKS]:
         task.cancel()
     for task in app[TASKS]:
@@ -175,6 +184,11 @@ class RunningServer:
     def services(self) -> Services:
         """The services of the running app."""
         return self.app[SERVICES]
+
+    @property
+    def mqtt(self) -> MqttPlane:
+        """The MQTT side of the running app (broker, link, counters)."""
+        return self.app[MQTT]
 
     async def stop(self) -> None:
         """Stop listening and run the cleanup."""

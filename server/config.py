@@ -139,11 +139,29 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    """The broker devices are told about at enrollment (the MQTT ingest itself is a later part)."""
+    """The MQTT control plane: the broker the server uses (embedded or external) and what devices are told."""
 
-    url: str | None = opt(None, "broker URL given to devices, e.g. mqtts://broker:8883")
-    username: str | None = opt(None, "broker user name given to devices")
-    password: Secret | None = opt(None, "broker password given to devices")
+    url: str | None = opt(None, "broker the server connects to: unset or 'embedded' starts the embedded broker "
+                          "(MQTT 3.1.1, in-process); 'off' runs without MQTT (HTTP only); or mqtt://HOST:PORT, "
+                          "mqtts://HOST:PORT for Mosquitto or EMQX")
+    device_url: str | None = opt(None, "broker URL handed to devices at enrollment (default: url, or the embedded "
+                                 "broker's address)")
+    username: str = opt("custody-server", "the server's own MQTT user name (on the embedded broker too)")
+    password: Secret | None = opt(None, "the server's own MQTT password on an external broker (the embedded broker "
+                                  "makes a new one at every start)")
+    tls_ca: Path | None = opt(None, "CA certificate file for an mqtts:// broker with a private CA")
+    embedded_host: str = opt("127.0.0.1", "address the embedded broker listens on")
+    embedded_port: int = opt(1883, "port of the embedded broker (0 picks a free one: only for tests, devices "
+                             "keep the URL they enrolled with)", lo=0, hi=65535)
+    protocol: str = opt("auto", "MQTT version towards an external broker: auto tries 5, then 3.1.1",
+                        choices=("auto", "5", "3.1.1"))
+    shared_subscriptions: bool = opt(True, "on MQTT 5, subscribe as $share/custody-ingest/... so several server "
+                                     "processes split ingest (ignored on 3.1.1)")
+    client_id: str | None = opt(None, "client id prefix of this process (default custody-server-HOST-PID)")
+    workers: int = opt(4, "messages handled at once (one device's messages stay in order)", lo=1, hi=64)
+    keepalive_s: int = opt(30, "MQTT keepalive of the server's connection", lo=5, hi=600)
+    clock_skew_tolerance_ms: int = opt(5000, "device clock skew beyond which a device.clock_skew finding opens",
+                                       lo=100, hi=86_400_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +185,7 @@ class ServerConfig:
     storage: StorageConfig = section(StorageConfig, "footage storage")
     ingest: IngestConfig = section(IngestConfig, "ingest and verification")
     auth: AuthConfig = section(AuthConfig, "authentication")
-    mqtt: MqttConfig = section(MqttConfig, "MQTT broker handed to devices")
+    mqtt: MqttConfig = section(MqttConfig, "MQTT control plane and broker")
     audit: AuditConfig = section(AuditConfig, "audit of missing recordings")
 
     def replace(self, **changes: Any) -> ServerConfig:
@@ -468,6 +486,11 @@ def _cross_checks(config: ServerConfig) -> list[Problem]:
         out.append(Problem("config", "database.url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"))
     if config.http.public_url is not None and not config.http.public_url.startswith(("http://", "https://")):
         out.append(Problem("config", "http.public_url", "must be an http:// or https:// URL"))
+    if config.mqtt.url not in (None, "embedded", "off") and not config.mqtt.url.startswith(("mqtt://", "mqtts://")):
+        out.append(Problem("config", "mqtt.url", "must be unset, 'embedded', 'off', mqtt://HOST:PORT or "
+                                                 "mqtts://HOST:PORT"))
+    if config.mqtt.device_url is not None and not config.mqtt.device_url.startswith(("mqtt://", "mqtts://")):
+        out.append(Problem("config", "mqtt.device_url", "must be an mqtt:// or mqtts:// URL"))
     return out
 
 

@@ -26,6 +26,12 @@ async def serve(config: ServerConfig, clock: Clock | None = None, stop: asyncio.
     print(f"server key {key.key_id} fingerprint {key.public.fingerprint}", flush=True)
     print(f"data dir {config.data_dir.resolve()}; database {'sqlite' if s.db.is_sqlite else 'postgresql'}; "
           f"footage store {s.store.kind}", flush=True)
+    mqtt = running.mqtt
+    if mqtt.link is None:
+        print("MQTT off: devices deliver over HTTP only", flush=True)
+    else:
+        kind = "embedded broker (MQTT 3.1.1)" if mqtt.broker is not None else "broker"
+        print(f"MQTT {kind} {s.devices.mqtt_url} (given to devices at enrollment)", flush=True)
     try:
         await stop.wait()
     finally:

@@ -48,7 +48,10 @@ async def run_demo(args: argparse.Namespace) -> int:
     clock = ScaledClock(args.speed or scenario.speed, int(scenario.start.timestamp() * 1000))
     data_dir: Path = args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    config = load_config(None, env={}, overrides={"data_dir": str(data_dir / "server"), "http.port": args.port})
+    # The embedded broker on a free port: a broker already on 1883 (another demo, a system Mosquitto)
+    # must not stop the demo.
+    config = load_config(None, env={}, overrides={"data_dir": str(data_dir / "server"), "http.port": args.port,
+                                                  "mqtt.embedded_port": 0})
     server = await start_server(config, clock)
     admin_token = server.services.datadir.admin_token.read_text().strip()
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import BadRequest
 
-_TYPES: dict[str, Any] = {"string": str, "integer": int, "boolean": bool, "array": list}
+_TYPES: dict[str, Any] = {"string": str, "integer": int, "boolean": bool, "array": list, "object": dict}
 
 
 @dataclass(frozen=True, slots=True)

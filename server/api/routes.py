@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from protocol.messages import CommandKind
 from server.api import cases_api as cz
 from server.api.body import Body, F
 from server.auth import USER_ROLES, Principal, Role, has_device_auth
@@ -44,6 +45,9 @@ CASE_READERS = frozenset({R.ADMIN, R.OFFICER, R.CASE_HANDLER, R.SUPERVISOR, R.LE
 CASE_WRITERS = frozenset({R.ADMIN, R.CASE_HANDLER})  # a case handler: only the cases they handle
 AUDIT_READERS = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
 LEGAL_REVIEWERS = frozenset({R.LEGAL_REVIEWER})  # not admin: the sign-off is the reviewer's own act
+#: Commands: the service narrows officers to their own device and kinds, supervisors to live view.
+COMMANDERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.OFFICER, R.SUPERVISOR})
+COMMAND_READERS = FLEET_READERS | {R.OFFICER}
 
 Access = str | frozenset[Role]
 
@@ -102,6 +106,12 @@ ASSIGN = Body("Assignment", {
     "from_ms": F("integer", "start of the assignment (default now)", required=False, lo=TIME_LO, hi=TIME_HI),
 })
 EMPTY = Body("Empty", {})
+COMMAND_ADD = Body("CommandAdd", {
+    "kind": F("string", "command kind", enum=tuple(sorted(CommandKind.ALL))),
+    "params": F("object", "parameters of the kind (select_step: case_step; assign_officer: officer_id)",
+                required=False),
+    "ttl_s": F("integer", "validity in seconds (default 300)", required=False, lo=1, hi=86400),
+})
 
 
 # -- the route type ----------------------------------------------------------------------------
@@ -335,9 +345,10 @@ async def devices_list(ctx: Ctx) -> web.StreamResponse:
 
 
 async def devices_get(ctx: Ctx) -> web.StreamResponse:
-    """One device with its current assignment."""
+    """One device with its current assignment and its fleet view."""
     device = await ctx.services.devices.get(ctx.params["device_id"])
     device["assignment"] = await ctx.services.officers.current(ctx.params["device_id"])
+    device["fleet"] = await ctx.services.fleet.device(ctx.params["device_id"])
     return ok(device)
 
 
@@ -363,9 +374,12 @@ async def devices_keys(ctx: Ctx) -> web.StreamResponse:
 
 
 async def assignments_add(ctx: Ctx) -> web.StreamResponse:
-    """Assign the device to an officer."""
-    return ok(await ctx.services.officers.assign(ctx.params["device_id"], ctx.body["officer_id"],
-                                                 ctx.body.get("from_ms"), ctx.actor), 201)
+    """Assign the device to an officer (and tell the device with an assign_officer command)."""
+    assignment = await ctx.services.officers.assign(ctx.params["device_id"], ctx.body["officer_id"],
+                                                    ctx.body.get("from_ms"), ctx.actor)
+    assignment["command_id"] = await ctx.services.commands.push_assignment(
+        ctx.params["device_id"], assignment["officer_id"], assignment["from_ms"], ctx.actor)
+    return ok(assignment, 201)
 
 
 async def assignments_list(ctx: Ctx) -> web.StreamResponse:
@@ -375,9 +389,37 @@ async def assignments_list(ctx: Ctx) -> web.StreamResponse:
 
 
 async def unassign(ctx: Ctx) -> web.StreamResponse:
-    """End the current assignment."""
+    """End the current assignment (and tell the device)."""
     await ctx.services.devices.get(ctx.params["device_id"])
-    return ok({"ended": await ctx.services.officers.unassign(ctx.params["device_id"], ctx.actor)})
+    ended = await ctx.services.officers.unassign(ctx.params["device_id"], ctx.actor)
+    command_id = None
+    if ended is not None:
+        command_id = await ctx.services.commands.push_assignment(ctx.params["device_id"], None, ended["until_ms"],
+                                                                 ctx.actor)
+    return ok({"ended": ended, "command_id": command_id})
+
+
+async def commands_add(ctx: Ctx) -> web.StreamResponse:
+    """Send a signed command to a device."""
+    assert ctx.principal is not None
+    dev, kind = ctx.params["device_id"], ctx.body["kind"]
+    await ctx.services.devices.get(dev)
+    await ctx.services.commands.authorize(ctx.principal, dev, kind)
+    return ok(await ctx.services.commands.issue(dev, kind, ctx.body.get("params"), ctx.body.get("ttl_s"),
+                                                ctx.actor), 201)
+
+
+async def commands_list(ctx: Ctx) -> web.StreamResponse:
+    """A device's commands with their acknowledgements."""
+    assert ctx.principal is not None
+    await ctx.services.commands.may_read(ctx.principal, ctx.params["device_id"])
+    return ok({"commands": await ctx.services.commands.list_commands(ctx.params["device_id"],
+                                                                     ctx.params.get("limit", 100))})
+
+
+async def fleet(ctx: Ctx) -> web.StreamResponse:
+    """Every device's health, pending uploads and continuity."""
+    return ok(await ctx.services.fleet.fleet())
 
 
 async def entries_list(ctx: Ctx) -> web.StreamResponse:
@@ -478,6 +520,7 @@ FINDING_QUERY = {
     "after_id": F("integer", "page after this id", required=False, lo=0, hi=2**53 - 1),
     "limit": F("integer", "page size", required=False, lo=1, hi=1000),
 }
+LIMIT_QUERY = {"limit": F("integer", "page size", required=False, lo=1, hi=1000)}
 STATE_QUERY = {"state": F("string", "only devices in this state", required=False,
                           enum=("active", "suspended", "lost", "revoked"))}
 
@@ -524,6 +567,13 @@ ROUTES: tuple[Route, ...] = (
           "assignment history", "devices"),
     Route("POST", "/api/v1/devices/{device_id}/unassign", unassign, DEVICE_ADMINS, "end the current assignment",
           "devices"),
+    Route("POST", "/api/v1/devices/{device_id}/commands", commands_add, COMMANDERS,
+          "send a signed command (officer: start/stop/select_step on the device assigned to them; supervisor: "
+          "live_view_*)", "devices", body=COMMAND_ADD, ok_status=201),
+    Route("GET", "/api/v1/devices/{device_id}/commands", commands_list, COMMAND_READERS,
+          "a device's commands, newest first, with their acknowledgements", "devices", query=LIMIT_QUERY),
+    Route("GET", "/api/v1/fleet", fleet, FLEET_READERS, "fleet view: online, last seen, pending uploads, "
+          "clock skew, versions, battery, storage, recording", "devices"),
     Route("GET", "/api/v1/devices/{device_id}/entries", entries_list, EVIDENCE_READERS, "a device's entries",
           "entries", query=ENTRY_QUERY),
     Route("GET", "/api/v1/devices/{device_id}/entries/{seq}", entries_get, EVIDENCE_READERS,

@@ -102,7 +102,8 @@ devices = sa.Table(
     sa.Column("enrollment_token_id", sa.String(16), sa.ForeignKey("enrollment_tokens.id"), nullable=True),
     sa.Column("certificate", sa.LargeBinary, nullable=False),
     sa.Column("last_seen_ms", Ms, nullable=True),
-    # Highest sequence number known from entries; gaps below it are findings.
+    # Highest sequence number known from entries or from the device's signed status (the last seq it
+    # committed); gaps below it are findings.
     sa.Column("highest_seq", Seq, nullable=True),
     # Highest sequence number with a receipt: the cutoff a state change records.
     sa.Column("receipted_seq", Seq, nullable=True),
@@ -341,4 +342,68 @@ review_signoffs = sa.Table(
     sa.Column("override_reason", sa.String(2000), nullable=True),
     sa.Column("blocking", sa.JSON, nullable=False),  # the footage findings the reviewer saw
     sa.Column("created_ms", Ms, nullable=False),
+)
+
+# -- MQTT control plane and fleet view (server/mqtt, server/services/fleet.py, commands.py) ----------
+
+device_broker_credentials = sa.Table(
+    "device_broker_credentials",
+    metadata,
+    # MQTT user name = device id. The password is random, issued in the enrollment answer, and kept
+    # only as a Mosquitto-compatible PBKDF2-SHA512 hash ("$7$...") so a password file can be built.
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("issued_ms", Ms, nullable=False),
+)
+
+device_health = sa.Table(
+    "device_health",
+    metadata,
+    # Telemetry, not evidence: one row per device, overwritten by each newer status (the signed
+    # status bytes of the latest one are kept so what the device claimed can be shown).
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("online", sa.Boolean, nullable=True),
+    sa.Column("availability_ms", Ms, nullable=True),  # server time of the last online/offline change
+    sa.Column("last_seen_ms", Ms, nullable=True),  # server time anything live was heard from the device
+    sa.Column("status_received_ms", Ms, nullable=True),
+    sa.Column("status_time_ms", Ms, nullable=True),  # device clock of the latest status
+    sa.Column("clock_skew_ms", Ms, nullable=True),  # server receive time minus device time_ms
+    sa.Column("state", sa.String(16), nullable=True),  # recording state: idle | armed | recording
+    sa.Column("recording_id", sa.String(64), nullable=True),
+    sa.Column("officer_id", sa.String(64), nullable=True),
+    sa.Column("case_step", sa.String(64), nullable=True),
+    sa.Column("battery_pct", sa.Integer, nullable=True),
+    sa.Column("storage_free", sa.BigInteger, nullable=True),
+    sa.Column("buffered_chunks", sa.BigInteger, nullable=True),
+    sa.Column("buffered_bytes", sa.BigInteger, nullable=True),
+    sa.Column("firmware", sa.String(64), nullable=True),
+    sa.Column("config_version", sa.String(64), nullable=True),
+    sa.Column("reported_seq", Seq, nullable=True),  # last committed seq the device signed
+    sa.Column("reported_head", sa.String(64), nullable=True),
+    sa.Column("checkpoint", sa.JSON, nullable=True),  # latest tree head the device saw
+    sa.Column("alarms", sa.JSON, nullable=True),
+    sa.Column("status", sa.LargeBinary, nullable=True),  # the latest signed DeviceStatus envelope
+)
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # protocol.messages.CommandKind
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("issued_ms", Ms, nullable=False),
+    sa.Column("expires_ms", Ms, nullable=False),
+    sa.Column("nonce", sa.String(64), nullable=False, unique=True),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),  # the signed Command, exactly as sent
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("published_ms", Ms, nullable=True),  # last time it went out on the broker
+    sa.Column("publish_count", sa.Integer, nullable=False),
+    sa.Column("ack_status", sa.String(16), nullable=True),  # ok | refused | unsupported | failed
+    sa.Column("ack_reason", sa.String(300), nullable=True),
+    sa.Column("ack_result", sa.JSON, nullable=True),
+    sa.Column("ack_time_ms", Ms, nullable=True),  # device clock
+    sa.Column("ack_received_ms", Ms, nullable=True),
+    sa.Column("ack", sa.LargeBinary, nullable=True),  # the signed CommandAck envelope
+    sa.Index(None, "device_id", "issued_ms"),
 )

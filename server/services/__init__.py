@@ -18,8 +18,10 @@ from server.keyring import ServerKeyring
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
 from server.services.cases import CasesService
+from server.services.commands import CommandsService
 from server.services.devices import DevicesService
 from server.services.findings import FindingsService
+from server.services.fleet import FleetService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
 from server.services.policy import PolicyService
@@ -47,3 +49,5 @@ class Services:
     cases: CasesService
     audit: AuditService
     review: ReviewService
+    fleet: FleetService
+    commands: CommandsService

@@ -28,6 +28,7 @@ from server.db.database import Database
 from server.db.schema import device_keys, device_states, devices, enrollment_tokens, entries
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from server.keyring import ServerKeyring
+from server.services.broker_accounts import issue_password
 from server.services.findings import open_finding
 from server.trust import DEVICE_STATES, STATE_TRANSITIONS
 
@@ -81,6 +82,8 @@ class DevicesService:
         self.default_token_ttl_s = default_token_ttl_s
         #: Set once the listener is bound (the URL goes into tokens and answers).
         self.api_url = ""
+        #: Broker URL handed to devices, set once the MQTT side knows it (None: no MQTT, HTTP only).
+        self.mqtt_url: str | None = None
 
     # -- enrollment ------------------------------------------------------------------------
 
@@ -161,10 +164,12 @@ class DevicesService:
                 certificate = cert.raw
             else:
                 certificate = bytes(existing.certificate)
+            # A retry gets a new password: only the hash of the first one was kept.
+            mqtt_password = await issue_password(conn, device_id, now) if self.mqtt_url is not None else None
         answer = EnrollmentAnswer(
             v=1, device_id=device_id, certificate=certificate, server_keys=self.keyring.history, api_url=self.api_url,
-            mqtt_url=self.mqtt.url, mqtt_username=self.mqtt.username,
-            mqtt_password=self.mqtt.password.reveal() if self.mqtt.password else None, issued_ms=now)
+            mqtt_url=self.mqtt_url, mqtt_username=device_id if mqtt_password is not None else None,
+            mqtt_password=mqtt_password, issued_ms=now)
         return answer.sign(signing).raw
 
     # -- registry ----------------------------------------------------------------------------

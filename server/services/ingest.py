@@ -1,10 +1,11 @@
 """Ingest: entries announced, bytes stored, chunks verified, receipts signed.
 
-This service is transport-independent: the HTTP handlers call it now, and the MQTT subscriber of
-the sync part will call :meth:`IngestService.announce` with the same entry bytes it receives on
-``custody/v1/devices/{id}/entry`` (``source="mqtt"``), publishing the returned receipt of a
-recording event on the receipt topic. Whichever of the two paths delivers an entry first wins;
-the other gets the same answer (idempotent).
+This service is transport-independent: the HTTP handlers call it, and the MQTT handlers
+(server/mqtt/handlers.py) call :meth:`IngestService.announce` with the same entry bytes they
+receive on ``custody/v1/devices/{id}/entry`` (``source="mqtt"``). Whichever of the two paths
+delivers an entry first wins; the other gets the same answer (idempotent). Every new receipt,
+whichever path made it, goes to :attr:`IngestService.receipt_listeners` after its commit (the MQTT
+side publishes it on the device's receipt topic).
 
 Nothing here deletes or overwrites anything: an entry row, once written, only moves its state
 forward (protocol/states.py), gains its receipt, or is marked untrusted; a different entry for a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +111,17 @@ class IngestService:
         self.store = store
         self.config = config
         self.decode_queue = decode_queue
+        #: Called with (device id, signed receipt bytes) once a new receipt is committed; must not block.
+        self.receipt_listeners: list[Callable[[str, bytes], None]] = []
+
+    def _receipted_now(self, device_id: str, receipt: bytes | None) -> None:
+        if receipt is None:
+            return
+        for listener in self.receipt_listeners:
+            try:
+                listener(device_id, receipt)
+            except Exception:  # a receipt is already committed and returned over HTTP; never fail for this
+                log.exception("receipt listener failed")
 
     # -- (a) announce -----------------------------------------------------------------------
 
@@ -160,6 +173,8 @@ class IngestService:
         if conflict is not None:
             raise conflict
         assert result is not None
+        if result.created and kind == EVENT:
+            self._receipted_now(entry.device_id, result.receipt)
         if kind == CHUNK and result.state != ChunkState.VERIFIED:
             assert isinstance(entry, ChunkManifest)
             result.upload = self.store.upload_target(object_key(entry.device_id, entry.seq, entry.sha256),
@@ -282,7 +297,7 @@ class IngestService:
         first_missing = 0 if highest is None else highest + 1
         if seq > first_missing:
             await self._open_gap(conn, dev, first_missing, seq - 1, now)
-        elif highest is not None and seq < highest:
+        elif highest is not None and seq <= highest:  # == when highest came from a signed status
             rows = (await conn.execute(sa.select(findings.c.id, findings.c.evidence).where(
                 findings.c.device_id == dev, findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None)
             ))).all()
@@ -495,6 +510,7 @@ class IngestService:
                                 f"{failed.detail}", code="verification_failed", step=failed.number,
                                 steps=steps.to_json())
         await self.store.seal(row.object_key)
+        self._receipted_now(row.device_id, bytes(final.receipt) if final.receipt is not None else None)
         if self.decode_queue is not None and self.config.decode_after_receipt:
             self.decode_queue.put_nowait((row.device_id, row.seq))
         return self._result(final, created=False)

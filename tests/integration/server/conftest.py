@@ -25,7 +25,7 @@ def server_config(data_dir: Path, *, database_url: str | None = None, s3: LocalS
                   bucket: str | None = None, **overrides: Any) -> ServerConfig:
     """A config for a test server on a free port: SQLite unless ``database_url``, local store unless ``s3``."""
     values: dict[str, Any] = {"data_dir": str(data_dir), "http.port": 0, "http.access_log": False,
-                              "ingest.decode_after_receipt": True}
+                              "ingest.decode_after_receipt": True, "mqtt.embedded_port": 0}
     if database_url is not None:
         values["database.url"] = database_url
     if s3 is not None:

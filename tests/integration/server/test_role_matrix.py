@@ -81,6 +81,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/policy"): {A},
     ("GET", "/api/v1/policy/versions"): set(PEOPLE),
     ("GET", "/api/v1/policy/versions/{version}"): set(PEOPLE),
+    ("GET", "/api/v1/fleet"): {A, D, S, U},
+    # Commands: officers only on the device assigned to them (it is, when these rows run) and only
+    # start/stop/select_step; supervisors only live view (finer rules: test_commands.py).
+    ("POST", "/api/v1/devices/{device_id}/commands"): {A, D, OF, S},
+    ("GET", "/api/v1/devices/{device_id}/commands"): {A, D, S, U, OF},
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -113,8 +118,10 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
         "device_id": target.device_id, "recording_id": target.recording_id, "reason": "matrix"}))["id"]
     policy_text = (await admin.ok("GET", "/api/v1/policy"))["text"]
 
-    def body_for(method: str, path: str) -> dict[str, Any] | None:
+    def body_for(method: str, path: str, role: str | None = None) -> dict[str, Any] | None:
         n = next(counter)
+        if (method, path) == ("POST", "/api/v1/devices/{device_id}/commands"):
+            return {"kind": {S: "live_view_start", OF: "start"}.get(role or A, "ping")}
         bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("POST", "/api/v1/users"): {"name": f"made-{n}", "role": "officer"},
             ("POST", "/api/v1/users/{name}/tokens"): {"label": "x"},
@@ -153,14 +160,19 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
             return reply
         return await device.request(method, concrete(path))
 
+    await admin.ok("POST", "/api/v1/officers", {"id": "matrix-officer", "name": "N", "unit": "U",
+                                                "cert_number": "C-M", "cert_expires_ms": clock.now_ms() + 365 * day})
     failures = []
     for (method, path), allowed in EXPECTED.items():
+        if path.endswith("/commands"):  # the officer user acts as officer "matrix-officer"
+            clock.advance(1)
+            await admin.ok("POST", f"/api/v1/devices/{target.device_id}/assignments", {"officer_id": "matrix-officer"})
         for role in ROLES:
             clock.advance(1)  # assignments must start after the previous one
             if role == V:
                 reply = await as_device(method, path)
             else:
-                reply = await clients[role].call(method, concrete(path), body_for(method, path))
+                reply = await clients[role].call(method, concrete(path), body_for(method, path, role))
             if role in allowed:
                 if reply.status in (401, 403, 404, 405) or reply.status >= 500:
                     failures.append(f"{role:14} {method} {path}: expected allow, got {reply.status} {reply.code}")

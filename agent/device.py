@@ -81,6 +81,9 @@ class RecorderLike(Protocol):
 
     async def wait_media_ms(self, media_ms: int) -> None: ...
 
+    @property
+    def media_ms(self) -> int: ...
+
 
 RecorderFactory = Callable[[ChunkSink, str, str | None], RecorderLike]
 
@@ -237,10 +240,18 @@ class DeviceAgent:
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
         self.uploader.wake()
 
+    async def _stop_mqtt(self) -> None:
+        if self.mqtt is None:
+            return
+        await self.mqtt.stop()
+        link = [t for t in self._tasks if t.get_name() == "mqtt"]
+        if link:
+            # The link leaves its message wait by itself once stopped; cancel only if it does not.
+            await asyncio.wait(link, timeout=5)
+
     async def disconnect(self) -> None:
         """Stop talking to the server (uploader, MQTT, status) while recording carries on."""
-        if self.mqtt is not None:
-            await self.mqtt.stop()
+        await self._stop_mqtt()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -282,7 +293,7 @@ class DeviceAgent:
         if self.mqtt is not None:
             with contextlib.suppress(Exception):
                 await self.send_status()
-            await self.mqtt.stop()
+            await self._stop_mqtt()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

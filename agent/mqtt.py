@@ -81,6 +81,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._stopping = False
+        self._stop = asyncio.Event()
         self.connects = 0
 
     def _topic(self, kind: DeviceTopic) -> str:
@@ -132,9 +133,24 @@ class MqttLink:
             self.connects += 1
             self.connected.set()
             log.info("MQTT link up (%s:%d)", self.address.host, self.address.port)
-            async for message in client.messages:
-                await self._dispatch(str(message.topic), bytes(message.payload)
-                                     if isinstance(message.payload, bytes | bytearray) else b"")
+            # Stopping ends the wait from inside (the `async with` then disconnects cleanly): a task
+            # cancellation arriving inside aiomqtt's message wait can get lost and hang shutdown.
+            stop = asyncio.ensure_future(self._stop.wait())
+            try:
+                messages = client.messages
+                while True:
+                    receive = asyncio.ensure_future(messages.__anext__())
+                    await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    if not receive.done():
+                        receive.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await receive
+                        return
+                    message = receive.result()  # MqttError when the connection is lost
+                    await self._dispatch(str(message.topic), bytes(message.payload)
+                                         if isinstance(message.payload, bytes | bytearray) else b"")
+            finally:
+                stop.cancel()
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -144,6 +160,8 @@ class MqttLink:
                 await self.on_receipt(payload)
             elif topic == CHECKPOINT_TOPIC and self.on_checkpoint is not None:
                 await self.on_checkpoint(payload)
+            elif topic.endswith("/availability"):
+                pass  # some brokers echo retained availability back; nothing to do with it here
             else:
                 log.warning("MQTT message on unexpected topic %s ignored", topic)
         except Exception:  # one bad message must not take the link down
@@ -173,10 +191,11 @@ class MqttLink:
         return await self._publish(DeviceTopic.ACK, envelope)
 
     async def stop(self) -> None:
-        """Say ``offline`` (retained) and disconnect."""
+        """Say ``offline`` (retained) and disconnect; :meth:`run` then returns by itself."""
         self._stopping = True
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await client.publish(self._topic(DeviceTopic.AVAILABILITY), OFFLINE, qos=1, retain=True, timeout=5)
+        self._stop.set()
         self.connected.clear()

@@ -145,7 +145,7 @@ class Uploader:
             held = self.buffer.entries()
             if not held:
                 return True
-            if all(e.seq in self.stats.refused_until for e in held):
+            if all(e.seq in self.stats.refused_until or e.seq in self._held for e in held):
                 return False
             self._idle.clear()
             self.wake()

@@ -59,7 +59,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         say(f"data:   {data_dir}   (inspect later: custody admin --data-dir {data_dir / 'server'} findings)")
         say(f"day:    {scenario.name}, {len(scenario.devices)} devices, {len(scenario.timeline)} events, "
             f"{clock.speed:g}x real time")
-        runner = ScenarioRunner(scenario, data_dir / "devices", server.url, admin_token, clock=clock, mqtt=False)
+        runner = ScenarioRunner(scenario, data_dir / "devices", server.url, admin_token, clock=clock, mqtt=True)
         outcome = await runner.run()
         say(f"\nrecordings: {outcome.recordings}; faults: {outcome.faults}")
         for kind, what in outcome.attacks.items():
@@ -68,18 +68,24 @@ async def run_demo(args: argparse.Namespace) -> int:
             say(f"scenario error: {err}")
             ok = False
         say("\nper device: entries on the server, verified, trusted")
-        for name, dev in runner.devices.items():
-            entries = await server.services.ingest.list_entries(dev.device_id, 0, 100_000)
+        for name, info in outcome.devices.items():
+            entries = await server.services.ingest.list_entries(info["device_id"], 0, 100_000)
             verified = sum(1 for e in entries if e["state"] == "verified")
             untrusted = sum(1 for e in entries if not e["trusted"])
-            head = dev.agent.buffer.head_seq
-            held = len(dev.agent.buffer.entries())
+            head = info["head_seq"]
             complete = head is not None and [e["seq"] for e in entries] == list(range(head + 1))
             # A device the day left offline still holds its footage: the server must not claim it.
-            offline = dev.agent.uploader is None
+            offline = not info["online"]
             ok = ok and (complete or offline) and (verified == len(entries) or offline)
-            state = "complete" if complete else f"{held} entries still on the device (offline)" if offline else "INCOMPLETE"
-            say(f"  {name:10s} {dev.device_id}  {len(entries):4d} entries, {verified:4d} verified, "
+            if complete and verified < len(entries):
+                state = f"every entry announced, {len(entries) - verified} chunks not uploaded yet (device offline)"
+            elif complete:
+                state = "every entry delivered and verified"
+            elif offline:
+                state = f"offline, {info['held']} entries still on the device"
+            else:
+                state = "INCOMPLETE"
+            say(f"  {name:10s} {info['device_id']}  {len(entries):4d} entries, {verified:4d} verified, "
                 f"{untrusted} untrusted; {state}")
         audit = await _get(server.url, admin_token, "/api/v1/audit?format=json")
         by_code: dict[str, int] = audit.get("summary", {}).get("by_code", {})

@@ -71,10 +71,10 @@ class SimulatedDevice:
 
     async def record(self, seconds: float, *, reason: str = "simulated") -> str:
         """Record ``seconds`` of footage (simulated or real time, as the clock goes)."""
+        recorder = self.agent._recorder()
+        origin = recorder.media_ms  # footage counts from the recorder's start, not this recording's
         recording_id = await self.agent.start_recording(reason=reason)
-        recorder = self.agent.recorder
-        assert recorder is not None
-        await recorder.wait_media_ms(int(seconds * 1000))
+        await recorder.wait_media_ms(origin + int(seconds * 1000))
         try:
             if self.agent.recording_id == recording_id:
                 await self.agent.stop_recording(reason=reason)

@@ -145,6 +145,11 @@ class ReplayRecorder:
         await self.stop_recording()
         self._state = RecorderState.IDLE
 
+    @property
+    def media_ms(self) -> int:
+        """Footage handed on since this recorder was made, in ms."""
+        return self._media_ms
+
     async def wait_media_ms(self, media_ms: int) -> None:
         """Wait until ``media_ms`` of footage has been handed on (or the recording ended)."""
         if self._media_ms >= media_ms or self._task is None:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
@@ -195,6 +196,8 @@ class Outcome:
     faults: dict[str, int] = field(default_factory=dict)
     attacks: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: Per device at the end: id, chain head, entries still held, whether it was connected.
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class AdminApi:
@@ -246,14 +249,21 @@ class ScenarioRunner:
                     delay = step.at_s - (self.clock.monotonic() - t0)
                     if delay > 0:
                         await self.clock.sleep(delay)
-                    task = asyncio.create_task(self._do(api, step))
-                    (lasting if step.do == "fault" else tasks).append(task)
+                    if step.do == "fault" and step.device in self.devices:
+                        # A fault takes effect at its moment (before the timeline moves on); a lasting
+                        # one ends later on its own, or never if it outlasts the day.
+                        end = await self._begin_fault(self.devices[step.device], step)
+                        if end is not None:
+                            lasting.append(asyncio.create_task(end))
+                        continue
+                    tasks.append(asyncio.create_task(self._do(api, step)))
                 await asyncio.gather(*tasks)
                 # A fault that outlasts the timeline (a device that never comes back) stays as it is.
                 for task in lasting:
                     if not task.done():
                         task.cancel()
                 await asyncio.gather(*lasting, return_exceptions=True)
+                log.info("scenario: timeline done")
                 await self._close_steps(api)
                 for dev in self.devices.values():
                     up = dev.agent.uploader  # None while a device is cut off: its footage waits
@@ -262,9 +272,15 @@ class ScenarioRunner:
                             async with asyncio.timeout(60):
                                 await up.drained()
             finally:
-                for dev in self.devices.values():
+                log.info("scenario: deliveries done; closing devices")
+                for name, dev in self.devices.items():
+                    with contextlib.suppress(Exception):
+                        self.outcome.devices[name] = {
+                            "device_id": dev.device_id, "head_seq": dev.agent.buffer.head_seq,
+                            "held": len(dev.agent.buffer.entries()), "online": dev.agent.uploader is not None}
                     with contextlib.suppress(Exception):
                         await dev.close()
+                log.info("scenario: devices closed")
         return self.outcome
 
     async def _setup(self, api: AdminApi, session: aiohttp.ClientSession) -> None:
@@ -322,17 +338,12 @@ class ScenarioRunner:
 
     async def _do(self, api: AdminApi, step: Step) -> None:
         dev = self.devices.get(step.device or "")
+        log.info("scenario +%.0fs: %s %s on %s", step.at_s, step.do, step.args.get("kind", ""), step.device)
         try:
             if step.do == "wait":
                 await self.clock.sleep(float(step.args.get("seconds", 0)))
                 return
             assert dev is not None and step.device is not None
-            if step.do == "fault" and step.args["kind"] in ("network_drop", "uploads_blocked", "disk_full",
-                                                            "power_loss"):
-                # Faults strike whatever the device is doing (a power cut mid-recording), and a lasting
-                # condition must not keep the device from doing what the timeline says.
-                await self._fault(dev, step)
-                return
             async with self._busy[step.device]:
                 await self._device_action(api, dev, step)
         except (CustodyError, OSError) as exc:
@@ -354,41 +365,56 @@ class ScenarioRunner:
             self.outcome.recordings += 1
         elif step.do == "stop":
             await agent.stop_recording(reason="scenario")
-        elif step.do == "fault":
-            await self._fault(dev, step)
         elif step.do == "attack":
             await self._attack(api, dev, step)
 
-    async def _fault(self, dev: SimulatedDevice, step: Step) -> None:
+    async def _begin_fault(self, dev: SimulatedDevice, step: Step) -> Coroutine[Any, Any, None] | None:
+        """Start a fault now; return what ends it after its duration (None for one that is instant)."""
         kind, seconds = step.args["kind"], float(step.args.get("seconds", 60))
         self.outcome.faults[kind] = self.outcome.faults.get(kind, 0) + 1
+        log.info("scenario +%.0fs: fault %s on %s", step.at_s, kind, step.device)
         agent = dev.agent
+
+        async def after(restore: Callable[[], Awaitable[None]]) -> None:
+            await self.clock.sleep(seconds)
+            try:
+                await restore()
+            except (CustodyError, OSError) as exc:
+                self.outcome.errors.append(f"ending {kind} on {step.device}: {exc}")
+
         if kind == "network_drop":
             await agent.disconnect()
-            await self.clock.sleep(seconds)
-            await agent.connect(mqtt=self.mqtt)
-        elif kind == "uploads_blocked":
-            if agent.uploader is not None:
-                agent.uploader.hold_uploads = True
-                await self.clock.sleep(seconds)
-                agent.uploader.release_uploads()
-        elif kind == "power_loss":
+            return after(lambda: agent.connect(mqtt=self.mqtt))
+        if kind == "uploads_blocked":
+            uploader = agent.uploader
+            if uploader is None:
+                return None
+            uploader.hold_uploads = True
+
+            async def release() -> None:
+                uploader.release_uploads()
+
+            return after(release)
+        if kind == "power_loss":
             await agent.crash()
             fresh = SimulatedDevice(dev.spec, self.root, agent.clock, session=agent.session)
             fresh.agent.state = agent.state
             dev.agent = fresh.agent
             await dev.open(None, mqtt=self.mqtt)  # recovery closes the cut recording as interrupted
-        elif kind == "disk_full":
+            return None
+        if kind == "disk_full":
             old = agent.buffer.reserve_bytes
             agent.buffer.reserve_bytes = 1 << 62
-            await self.clock.sleep(seconds)
-            agent.buffer.reserve_bytes = old
-            agent.buffer.alarms.discard("storage_full")
-            agent.alarms.discard("storage_full")
-        elif kind == "clock_skew":
-            clock = agent.clock
-            if isinstance(clock, SkewedClock):
-                clock.offset_ms = int(float(step.args.get("offset_s", 120)) * 1000)
+
+            async def room() -> None:
+                agent.buffer.reserve_bytes = old
+                agent.buffer.alarms.discard("storage_full")
+                agent.alarms.discard("storage_full")
+
+            return after(room)
+        if kind == "clock_skew" and isinstance(agent.clock, SkewedClock):
+            agent.clock.offset_ms = int(float(step.args.get("offset_s", 120)) * 1000)
+        return None
 
     async def _attack(self, api: AdminApi, dev: SimulatedDevice, step: Step) -> None:
         kind = step.args["kind"]

@@ -195,6 +195,11 @@ class Recorder:
         if self._failure is not None:
             raise self._failure
 
+    @property
+    def media_ms(self) -> int:
+        """How much footage (ms after the source's origin) has been processed so far."""
+        return max(0, self._media_ms)
+
     async def wait_media_ms(self, media_ms: int) -> None:
         """Wait until frames up to ``media_ms`` after the source's origin have been processed.
 

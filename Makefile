@@ -44,6 +44,9 @@ test: $(STAMP) system-deps $(S3STAMP)  ## run the whole test suite (lint, types,
 crash-test: $(STAMP)  ## SIGKILL a recording agent 200 times and check the buffer after each restart
 	CUSTODY_CRASH_TRIALS=200 $(BIN)/python -m pytest -q -s --timeout 3600 tests/integration/agent/test_crash.py
 
+fault-test: $(STAMP) system-deps  ## the sync fault scenarios with 30 s outages (broker, server, footage store down)
+	CUSTODY_FAULT_SECONDS=30 $(BIN)/python -m pytest -q -s --timeout 1800 tests/integration/sync/test_faults.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

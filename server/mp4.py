@@ -206,7 +206,7 @@ def _covering_edit(data: bytes, start: int, end: int, movie_timescale: int, tota
     else:
         duration, media_time, rate = _unpack(">IiI", data, start + 8, end)
     covers = duration == 0 or duration * timescale >= total * movie_timescale - movie_timescale * timescale // 1000
-    return media_time == 0 and rate == 0x00010000 and covers
+    return bool(media_time == 0 and rate == 0x00010000 and covers)
 
 
 def _chunk_offsets(data: bytes, stbl: dict[bytes, tuple[int, int]]) -> tuple[int, ...]:

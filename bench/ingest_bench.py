@@ -118,6 +118,9 @@ class Child:
         self._conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=target, args=(*args, child_conn), daemon=True)
         self.proc.start()
+        while not self._conn.poll(0.5):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"the server process exited with code {self.proc.exitcode}")
         self.url, self.token = self._conn.recv()
 
     @property

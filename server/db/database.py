@@ -33,6 +33,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from server.db import sqlite_driver
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -85,12 +87,17 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if url.get_backend_name() == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        engine = create_async_engine(url, **kwargs)
-        if engine.dialect.name != "sqlite":
-            return cls(engine)
+        if url.get_backend_name() != "sqlite":
+            return cls(create_async_engine(url, **kwargs))
+        path = url.database or ":memory:"
+        engine = create_async_engine(url, async_creator=sqlite_driver.creator(path), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        write_engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
-        event.listen(write_engine.sync_engine, "connect", _sqlite_writer_connect)
+        # The driver's own implicit BEGIN breaks SAVEPOINTs: the writer runs without it
+        # (isolation_level=None) and SQLAlchemy emits BEGIN IMMEDIATE itself.
+        write_engine = create_async_engine(
+            url, async_creator=sqlite_driver.creator(path, writer=True, isolation_level=None),
+            echo=echo, pool_size=1, max_overflow=0)
+        event.listen(write_engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(write_engine.sync_engine, "begin", _sqlite_begin_immediate)
         return cls(engine, write_engine)
 
@@ -212,12 +219,6 @@ def _upgrade(sync_conn: sa.Connection) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
-
-
-def _sqlite_writer_connect(dbapi_conn: Any, record: Any) -> None:
-    _sqlite_pragmas(dbapi_conn, record)
-    # The driver's own implicit BEGIN breaks SAVEPOINTs: SQLAlchemy emits BEGIN itself instead.
-    dbapi_conn.isolation_level = None
 
 
 def _sqlite_begin_immediate(conn: sa.Connection) -> None:

@@ -118,20 +118,33 @@ class Database:
             return
         group = await self._join()
         try:
-            savepoint = await group.conn.begin_nested()
-            try:
-                yield group.conn
-            except BaseException:
+            if group.members == 0:
+                # Nothing else in the transaction yet: no savepoint needed (two statements saved);
+                # a failure rolls the whole transaction back and opens a fresh one for the others.
                 try:
-                    await savepoint.rollback()
-                except BaseException as exc:  # the transaction is gone: the whole group fails
+                    yield group.conn
+                except BaseException:
+                    try:
+                        await group.conn.rollback()
+                        await group.conn.begin()
+                    except BaseException as exc:
+                        group.broken = exc
+                    raise
+            else:
+                savepoint = await group.conn.begin_nested()
+                try:
+                    yield group.conn
+                except BaseException:
+                    try:
+                        await savepoint.rollback()
+                    except BaseException as exc:  # the transaction is gone: the whole group fails
+                        group.broken = exc
+                    raise
+                try:
+                    await savepoint.commit()  # RELEASE: the work joins the group's transaction
+                except BaseException as exc:
                     group.broken = exc
-                raise
-            try:
-                await savepoint.commit()  # RELEASE: the work joins the group's transaction
-            except BaseException as exc:
-                group.broken = exc
-                raise
+                    raise
         finally:
             self._leave(group)
         await asyncio.shield(group.done)  # durable, or the commit's error

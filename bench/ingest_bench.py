@@ -1,15 +1,20 @@
 """Ingest throughput: verified 1 MiB chunks per second through the whole HTTP path, against a raw PUT.
 
 Full path, per chunk: signed announce (entry stored, upload target), PUT of the bytes, signed
-verify (hash, signature, chain, media demux, receipt signed and stored), with the first-keyframe
-decode running after each receipt as in production. Baselines in the same run with the same bytes
-and concurrency: a bare aiohttp PUT handler writing each body to its own file with O_EXCL and
-fsync (same durability as the local store); for S3, bare presigned PUTs to the same endpoint.
+verify (hash, signature, chain, media check, receipt signed and stored), with the first-keyframe
+decode running after each receipt as in production. Baselines with the same bytes and
+concurrency: a bare aiohttp PUT handler writing each body to its own file with O_EXCL and fsync
+(same durability as the local store); for S3, bare presigned PUTs to the same endpoint.
 
-    .venv/bin/python bench/ingest_bench.py [--chunks 200] [--devices 8] [--backends sqlite-local,...]
+The server under test and the raw PUT server each run in a process of their own (as in
+production; the devices run in this one), so the server's CPU time per chunk is measured from
+/proc (all its threads; the first-keyframe decodes are waited for and included). The machine is
+shared, so rounds alternate baseline and full path and the medians are printed.
+
+    .venv/bin/python bench/ingest_bench.py [--chunks 160] [--devices 8] [--rounds 3] [--backends sqlite-local,...]
 
 Backends: sqlite-local, postgres-local, postgres-s3 (PostgreSQL and LocalStack are started here,
-as in the tests). Prints one line per run; copy the figures to bench/RESULTS.md.
+as in the tests). Copy the figures to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import multiprocessing
+import multiprocessing.connection
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +41,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custody.clock import SystemClock
-from server.app import start_server
+from server.config import ServerConfig
 from server.storage.base import object_key
 from tests.helpers.device import SimDevice
 from tests.helpers.media import Chunk, make_chunk
@@ -38,40 +49,36 @@ from tests.integration.server.conftest import server_config
 from tests.services.postgres import PostgresServer
 from tests.services.s3 import LocalStackS3
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
 
 def one_mib_chunk() -> Chunk:
     """A real 5 s 640x360 MP4 of about 1 MiB (noise at a fixed bitrate)."""
     return make_chunk(seconds=5, fps=30, width=640, height=360, bitrate=1_600_000)
 
 
-async def run_full(url: str, admin_token: str, chunk: Chunk, devices: int, per_device: int) -> float:
-    """Seconds to deliver and verify devices * per_device chunks."""
-    clock = SystemClock()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
-        sims = []
-        for _ in range(devices):
-            async with session.post(url + "/api/v1/enrollment-tokens", json={},
-                                    headers={"Authorization": f"Bearer {admin_token}"}) as r:
-                token = (await r.json())["token"]
-            sim = SimDevice(url, session, clock)
-            await sim.enroll(token)
-            await sim.announce(sim.event("start"))
-            sims.append(sim)
-
-        async def device_loop(sim: SimDevice) -> None:
-            for _ in range(per_device):
-                result = await sim.deliver(chunk)
-                assert result["state"] == "verified"
-
-        start = time.perf_counter()
-        await asyncio.gather(*(device_loop(s) for s in sims))
-        return time.perf_counter() - start
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-async def run_raw_disk(chunk: Chunk, devices: int, per_device: int, root: Path) -> float:
-    """Seconds for the same PUTs to a bare aiohttp handler that writes each body with O_EXCL + fsync."""
-    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+# -- the processes under test -------------------------------------------------------------------
 
+
+def _serve_custody(config: ServerConfig, conn: multiprocessing.connection.Connection) -> None:
+    from server.app import start_server
+
+    async def run() -> None:
+        server = await start_server(config)
+        conn.send((server.url, server.services.datadir.admin_token.read_text().strip()))
+        await asyncio.to_thread(conn.recv)
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def _serve_raw(root: Path, conn: multiprocessing.connection.Connection) -> None:
     async def put(request: web.Request) -> web.Response:
         data = await request.read()
         path = root / request.match_info["name"]
@@ -87,61 +94,194 @@ async def run_raw_disk(chunk: Chunk, devices: int, per_device: int, root: Path) 
         await asyncio.to_thread(write)
         return web.Response(status=201)
 
-    app = web.Application(client_max_size=64 << 20)
-    app.router.add_put("/{name}", put)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
-            async def loop(d: int) -> None:
-                for i in range(per_device):
-                    async with session.put(f"http://127.0.0.1:{port}/{d}-{i}", data=chunk.data,
-                                           headers={"Content-Type": "video/mp4"}) as r:
-                        assert r.status == 201
+    root.mkdir(parents=True, exist_ok=True)
 
-            start = time.perf_counter()
-            await asyncio.gather(*(loop(d) for d in range(devices)))
-            return time.perf_counter() - start
-    finally:
+    async def run() -> None:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_put("/{name}", put)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        conn.send((f"http://127.0.0.1:{runner.addresses[0][1]}", ""))
+        await asyncio.to_thread(conn.recv)
         await runner.cleanup()
 
+    asyncio.run(run())
 
-async def run_raw_s3(store: Any, chunk: Chunk, devices: int, per_device: int) -> float:
-    """Seconds for the same bytes PUT to presigned S3 URLs (checksum and lock headers, no server in between)."""
+
+class Child:
+    """A server in a process of its own."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(*args, child_conn), daemon=True)
+        self.proc.start()
+        while not self._conn.poll(0.5):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"the server process exited with code {self.proc.exitcode}")
+        self.url, self.token = self._conn.recv()
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds used so far."""
+        assert self.proc.pid is not None
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        """Ask it to stop and wait."""
+        self._conn.send("stop")
+        self.proc.join(30)
+
+
+# -- the clients ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured run."""
+
+    seconds: float
+    server_cpu: float
+    n: int
+    size: int
+
+    @property
+    def rate(self) -> float:
+        """Chunks per second."""
+        return self.n / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU ms per chunk."""
+        return self.server_cpu / self.n * 1000
+
+
+async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int) -> Run:
+    """Deliver and verify devices * per_device chunks; wait for their first-keyframe decodes."""
+    clock = SystemClock()
+    admin = {"Authorization": f"Bearer {server.token}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
+        sims = []
+        for _ in range(devices):
+            async with session.post(server.url + "/api/v1/enrollment-tokens", json={}, headers=admin) as r:
+                token = (await r.json())["token"]
+            sim = SimDevice(server.url, session, clock)
+            await sim.enroll(token)
+            await sim.announce(sim.event("start"))
+            sims.append(sim)
+
+        async def device_loop(sim: SimDevice) -> None:
+            for _ in range(per_device):
+                result = await sim.deliver(chunk)
+                assert result["state"] == "verified"
+
+        cpu0 = server.cpu
+        start = time.perf_counter()
+        await asyncio.gather(*(device_loop(s) for s in sims))
+        seconds = time.perf_counter() - start
+
+        async def decoded(sim: SimDevice) -> bool:
+            async with session.get(f"{server.url}/api/v1/devices/{sim.device_id}/entries?limit=1000",
+                                   headers=admin) as r:
+                rows = (await r.json())["entries"]
+            return all(e["decode"] is not None for e in rows if e["kind"] == "chunk")
+
+        # The decodes run after the receipts, off the measured path; their CPU counts all the same.
+        while True:
+            if all([await decoded(s) for s in sims]):
+                break
+            await asyncio.sleep(0.05)
+        return Run(seconds, server.cpu - cpu0, devices * per_device, len(chunk.data))
+
+
+async def run_raw_disk(server: Child, chunk: Chunk, devices: int, per_device: int) -> Run:
+    """The same PUTs to a bare aiohttp handler that writes each body with O_EXCL + fsync."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
+        tag = os.urandom(4).hex()
+
+        async def loop(d: int) -> None:
+            for i in range(per_device):
+                async with session.put(f"{server.url}/{tag}-{d}-{i}", data=chunk.data,
+                                       headers={"Content-Type": "video/mp4"}) as r:
+                    assert r.status == 201
+
+        cpu0 = server.cpu
+        start = time.perf_counter()
+        await asyncio.gather(*(loop(d) for d in range(devices)))
+        return Run(time.perf_counter() - start, server.cpu - cpu0, devices * per_device, len(chunk.data))
+
+
+async def run_raw_s3(store: Any, chunk: Chunk, devices: int, per_device: int) -> Run:
+    """The same bytes PUT to presigned S3 URLs (checksum and lock headers, no server in between)."""
     sha = hashlib.sha256(chunk.data).hexdigest()
     now = SystemClock().now_ms()
+    base = int.from_bytes(os.urandom(3), "big") * 1000
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
         async def loop(d: int) -> None:
             for i in range(per_device):
-                target = store.upload_target(object_key("b" * 24, d * 100_000 + i, sha), sha, len(chunk.data), now,
-                                             900)
+                target = store.upload_target(object_key("b" * 24, base + d * 100 + i, sha), sha, len(chunk.data),
+                                             now, 900)
                 async with session.put(target.url, data=chunk.data, headers=target.headers) as r:
                     assert r.status == 200, await r.read()
 
         start = time.perf_counter()
         await asyncio.gather(*(loop(d) for d in range(devices)))
-        return time.perf_counter() - start
+        return Run(time.perf_counter() - start, 0.0, devices * per_device, len(chunk.data))
 
 
-def line(label: str, seconds: float, n: int, size: int) -> str:
-    rate, mbps = n / seconds, n * size / seconds / 1e6
-    return f"{label:<34} {rate:8.1f} chunks/s {mbps:8.1f} MB/s  ({n} chunks, {seconds:.2f} s)"
+# -- reporting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Runs of one kind across rounds."""
+
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+    def rate(self) -> float:
+        """Median chunks/s."""
+        return statistics.median(r.rate for r in self.runs)
+
+    def cpu_ms(self) -> float:
+        """Median server CPU ms per chunk."""
+        return statistics.median(r.cpu_ms for r in self.runs)
+
+    def line(self, size: int, extra: str = "") -> str:
+        """One printed line."""
+        rates = ", ".join(f"{r.rate:.0f}" for r in self.runs)
+        cpu = f"  server CPU {self.cpu_ms():5.2f} ms/chunk" if any(r.server_cpu for r in self.runs) else ""
+        return (f"{self.label:<34} {self.rate():7.1f} chunks/s {self.rate() * size / 1e6:7.1f} MB/s"
+                f"{cpu}  (rounds: {rates}){extra}")
+
+
+async def measure(rounds: int, baseline: Series, full: Series, run_base: Callable[[], Awaitable[Run]],
+                  run_path: Callable[[], Awaitable[Run]]) -> list[float]:
+    """Alternate baseline and full path; the ratio of each round."""
+    ratios = []
+    for _ in range(rounds):
+        b = await run_base()
+        f = await run_path()
+        baseline.runs.append(b)
+        full.runs.append(f)
+        ratios.append(f.rate / b.rate)
+    return ratios
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=int, default=200, help="chunks per run")
+    parser.add_argument("--chunks", type=int, default=160, help="chunks per run")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are printed)")
     parser.add_argument("--backends", default="sqlite-local,postgres-local,postgres-s3")
     args = parser.parse_args()
     per_device = max(1, args.chunks // args.devices)
-    n = per_device * args.devices
     chunk = one_mib_chunk()
-    print(f"chunk: {len(chunk.data)} bytes, {chunk.codec.video_frames} frames; {args.devices} devices x "
-          f"{per_device} chunks; cpu count {os.cpu_count()}")
+    size = len(chunk.data)
+    print(f"chunk: {size} bytes, {chunk.codec.video_frames} frames; {args.devices} devices x "
+          f"{per_device} chunks; {args.rounds} rounds; cpu count {os.cpu_count()}")
     backends = args.backends.split(",")
     tmp_services = tempfile.TemporaryDirectory()
     pg = PostgresServer() if any(b.startswith("postgres") for b in backends) else None
@@ -152,28 +292,39 @@ async def main() -> None:
         s3.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            raw_disk = await run_raw_disk(chunk, args.devices, per_device, Path(tmp) / "raw")
-            print(line("raw aiohttp PUT to disk (fsync)", raw_disk, n, len(chunk.data)))
-            for backend in backends:
-                data_dir = Path(tmp) / backend
-                config = server_config(
-                    data_dir,
-                    database_url=pg.create_database(backend.replace("-", "_")) if pg and
-                    backend.startswith("postgres") else None,
-                    s3=s3 if backend.endswith("s3") else None,
-                    bucket=s3.make_bucket(object_lock=True) if s3 and backend.endswith("s3") else None)
-                server = await start_server(config)
-                try:
-                    token = server.services.datadir.admin_token.read_text().strip()
-                    full = await run_full(server.url, token, chunk, args.devices, per_device)
-                    print(line(f"full ingest path [{backend}]", full, n, len(chunk.data))
-                          + f"  = {raw_disk / full:.2f}x raw disk")
-                    if backend.endswith("s3"):
-                        raw_s3 = await run_raw_s3(server.services.store, chunk, args.devices, per_device)
-                        print(line("raw presigned PUT to S3", raw_s3, n, len(chunk.data))
-                              + f"  full path = {raw_s3 / full:.2f}x raw S3")
-                finally:
-                    await server.stop()
+            raw = Child(_serve_raw, Path(tmp) / "raw")
+            try:
+                for backend in backends:
+                    bucket = s3.make_bucket(object_lock=True) if s3 and backend.endswith("s3") else None
+                    config = server_config(
+                        Path(tmp) / backend,
+                        database_url=pg.create_database(backend.replace("-", "_")) if pg and
+                        backend.startswith("postgres") else None,
+                        s3=s3 if backend.endswith("s3") else None, bucket=bucket)
+                    server = Child(_serve_custody, config)
+                    try:
+                        await run_full(server, chunk, args.devices, 1)  # warm-up: connections, caches
+                        disk, full = Series("raw aiohttp PUT to disk (fsync)"), Series(f"full ingest [{backend}]")
+                        ratios = await measure(args.rounds, disk, full,
+                                               partial(run_raw_disk, raw, chunk, args.devices, per_device),
+                                               partial(run_full, server, chunk, args.devices, per_device))
+                        print(disk.line(size))
+                        print(full.line(size, f"  = {statistics.median(ratios):.2f}x raw disk"))
+                        if backend.endswith("s3"):
+                            from server.storage.s3 import S3Store
+
+                            store = S3Store(config.storage.s3, SystemClock())
+                            raw_s3, full_s3 = Series("raw presigned PUT to S3"), Series(f"full ingest [{backend}]")
+                            ratios = await measure(args.rounds, raw_s3, full_s3,
+                                                   partial(run_raw_s3, store, chunk, args.devices, per_device),
+                                                   partial(run_full, server, chunk, args.devices, per_device))
+                            print(raw_s3.line(size))
+                            print(full_s3.line(size, f"  = {statistics.median(ratios):.2f}x raw S3"))
+                            await store.close()
+                    finally:
+                        server.stop()
+            finally:
+                raw.stop()
     finally:
         if s3:
             s3.stop()

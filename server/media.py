@@ -1,11 +1,18 @@
 """The media check at ingest, and the first-keyframe decode that follows the receipt.
 
 The check at ingest must be cheap enough for the fleet goal (PLATFORM-NOTES.md: demuxing all
-packets of a 5 s chunk costs about 3.4 ms, decoding all frames 44 ms), so it demuxes without
-decoding: container format, codecs and picture size, the video sample count against
+packets of a 5 s chunk costs about 3.4 ms, decoding all frames 44 ms), so it does not decode:
+container format, codecs and picture size, the video sample count against
 ``codec.video_frames``, the audio sample count against ``codec.audio_samples`` (within the
 slack of AAC's 1024-sample frames), and the measured duration against ``duration_ms``.
-Decoding happens after the receipt, asynchronously (:func:`decode_first_frame`).
+
+Plain MP4s (what agents write: ``moov`` first, no fragments) are read from their sample tables
+by server/mp4.py, which also proves every sample lies inside the media data (about 0.2 ms for a
+1 MiB chunk). Anything that reader does not read exactly goes through FFmpeg's demuxer, which
+measures the same things packet by packet (about 7 ms, most of it probing the streams).
+
+Decoding happens after the receipt, asynchronously (:func:`decode_first_frame`): for plain MP4s
+the first sample is handed straight to a decoder with the track's own configuration (no probing).
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from typing import Any
 import av
 
 from protocol.messages import ChunkManifest
+from server import mp4
+
+#: FFmpeg's codec names where manifests (protocol CodecInfo) name them otherwise.
+_CODEC_NAMES = {"hevc": "h265"}
 
 #: AAC frames are 1024 samples and do not divide chunk boundaries: one frame either way is normal.
 AUDIO_SLACK_SAMPLES = 2048
@@ -54,7 +65,31 @@ class MediaReport:
 
 
 def check_chunk(data: bytes, manifest: ChunkManifest, tolerance_ms: int) -> MediaReport:
-    """Demux ``data`` and compare it with what ``manifest`` declares (no decoding)."""
+    """Measure ``data`` and compare it with what ``manifest`` declares (no decoding)."""
+    try:
+        movie = mp4.read_movie(data)
+    except mp4.Unsupported:
+        return demux_chunk(data, manifest, tolerance_ms)
+    except mp4.Damaged as exc:
+        return MediaReport(problems=[f"container is damaged: {exc}"])
+    report = MediaReport(container="mp4")
+    video, audio = movie.first("vide"), movie.first("soun")
+    if video is None:
+        report.problems.append("no video stream")
+        return report
+    report.video_codec, report.width, report.height = video.codec, video.width, video.height
+    report.video_frames = video.sample_count
+    report.first_is_keyframe = video.first_is_sync if video.sample_count else None
+    report.duration_ms = round(Fraction(video.total_duration, video.timescale) * 1000)
+    if audio is not None:
+        report.audio_codec = audio.codec
+        report.audio_samples = audio.total_duration
+    _compare(report, manifest, tolerance_ms)
+    return report
+
+
+def demux_chunk(data: bytes, manifest: ChunkManifest, tolerance_ms: int) -> MediaReport:
+    """Demux ``data`` packet by packet with FFmpeg and compare it with ``manifest`` (no decoding)."""
     report = MediaReport()
     try:
         container = av.open(io.BytesIO(data), mode="r", format="mp4")
@@ -68,7 +103,10 @@ def check_chunk(data: bytes, manifest: ChunkManifest, tolerance_ms: int) -> Medi
         if video is None:
             report.problems.append("no video stream")
             return report
-        report.video_codec = video.codec_context.name
+        if video.codec_context is None or (audio is not None and audio.codec_context is None):
+            report.problems.append("a stream's codec is unknown to the demuxer")
+            return report
+        report.video_codec = _CODEC_NAMES.get(video.codec_context.name, video.codec_context.name)
         report.width, report.height = video.codec_context.width, video.codec_context.height
         report.audio_codec = audio.codec_context.name if audio is not None else None
         v_end = Fraction(0)
@@ -120,6 +158,39 @@ def _compare(report: MediaReport, manifest: ChunkManifest, tolerance_ms: int) ->
 
 def decode_first_frame(data: bytes) -> None:
     """Decode the first video frame; raise ValueError saying why when it does not decode."""
+    try:
+        movie = mp4.read_movie(data)
+    except mp4.Unsupported:
+        movie = None
+    except mp4.Damaged as exc:
+        raise ValueError(f"first frame does not decode: {exc}") from None
+    video = movie.first("vide") if movie is not None else None
+    if video is not None and video.config is not None and video.first_sample is not None:
+        _decode_sample(data, video)
+        return
+    _demux_decode_first_frame(data)
+
+
+def _decode_sample(data: bytes, video: mp4.Track) -> None:
+    """Hand the first sample to a decoder configured from the track's avcC/hvcC, without probing."""
+    assert video.first_sample is not None
+    offset, size = video.first_sample
+    try:
+        ctx = av.CodecContext.create("h264" if video.codec == "h264" else "hevc", "r")
+        ctx.extradata = video.config
+        ctx.thread_count = 1  # one frame: worker threads would cost more than they save
+        frames = ctx.decode(av.Packet(data[offset:offset + size]))
+        frames = frames or ctx.decode(None)  # a decoder may hold the frame until it is flushed
+    except av.FFmpegError as exc:
+        raise ValueError(f"first frame does not decode: {exc}") from exc
+    if not frames or not (frames[0].width and frames[0].height):
+        raise ValueError("first frame does not decode: the decoder returned no picture")
+    if (frames[0].width, frames[0].height) != (video.width, video.height):
+        raise ValueError(f"first frame decodes to {frames[0].width}x{frames[0].height}, "
+                         f"the container says {video.width}x{video.height}")
+
+
+def _demux_decode_first_frame(data: bytes) -> None:
     try:
         with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
             stream = container.streams.video[0]

@@ -38,10 +38,17 @@ from server.db.dialect import insert_ignore
 from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings, officers
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from server.keyring import ServerKeyring
-from server.media import check_chunk
+from server.media import MediaReport, check_chunk
 from server.services.findings import close_finding, open_finding
 from server.services.officers import assignment_at
-from server.storage.base import FootageStore, UploadTarget, conflict_key, is_valid_key, object_key
+from server.storage.base import (
+    ContentMismatch,
+    FootageStore,
+    UploadTarget,
+    conflict_key,
+    is_valid_key,
+    object_key,
+)
 from server.trust import entry_trusted
 from server.verification import (
     FAIL,
@@ -247,9 +254,10 @@ class IngestService:
                                                       entries.c.seq == entry.seq).values(
                 state=ChunkState.VERIFIED.value, verified_ms=now, receipt=receipt, verification=steps.to_json()))
             await self._receipted(conn, entry.device_id, entry.seq)
-        row = (await conn.execute(sa.select(entries).where(entries.c.device_id == entry.device_id,
-                                                           entries.c.seq == entry.seq))).one()
-        return self._result(row, created=True)
+            return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.VERIFIED.value, trusted, created=True,
+                                receipt=receipt, steps=steps.to_json())
+        # The row as just inserted (reading it back would cost a statement and say nothing new).
+        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True)
 
     def _result(self, row: Any, *, created: bool) -> IngestResult:
         return IngestResult(
@@ -361,10 +369,6 @@ class IngestService:
         """
         if len(body) != size:
             raise BadRequest(f"body is {len(body)} bytes, the upload target is for {size}", code="size_mismatch")
-        actual = hashlib.sha256(body).hexdigest()
-        if actual != sha256:
-            raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
-                             expected=sha256, actual=actual)
         is_conflict = key.startswith("conflicts/")
         dev, seq_text, _ = key.removeprefix("conflicts/").split("/")
         seq = int(seq_text)
@@ -377,7 +381,14 @@ class IngestService:
                     entries.c.device_id == dev, entries.c.seq == seq, entries.c.sha256 == sha256))).first()
         if row is None:
             raise NotFound("no entry or conflict for this upload", code="unknown_entry")
-        written = await self.store.put(key, body, sha256)
+        try:
+            # The store hashes the body in its worker thread before writing anything: one SHA-256
+            # per upload, off the event loop (it was computed twice, once on the loop).
+            written = await self.store.put(key, body, sha256)
+        except ContentMismatch:
+            actual = await asyncio.to_thread(_sha256_hex, body)
+            raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
+                             expected=sha256, actual=actual) from None
         now = self.clock.now_ms()
         async with self.db.write() as conn:
             if is_conflict:
@@ -424,7 +435,11 @@ class IngestService:
         if stored is None:
             raise Conflict(f"the bytes of seq {seq} have not been uploaded yet", code="not_uploaded",
                            step=STEP_BYTES[0])
-        actual = await asyncio.to_thread(lambda: hashlib.sha256(stored.data).hexdigest())
+        # (1) and (4) read the same bytes: one trip to a worker thread for both (the media check
+        # runs only when the bytes pass (1), as before).
+        check_media = self.config.media_check
+        actual, report = await asyncio.to_thread(_hash_and_check, stored.data, manifest,
+                                                 self.config.duration_tolerance_ms, check_media)
         if len(stored.data) != manifest.size:
             steps.add(STEP_BYTES, FAIL, f"stored object is {len(stored.data)} bytes, the entry says {manifest.size}")
         elif actual != manifest.sha256:
@@ -453,10 +468,9 @@ class IngestService:
         media_json: dict[str, Any] | None = None
         if steps.failed is not None:
             steps.add(STEP_MEDIA, SKIPPED, "an earlier step failed")
-        elif not self.config.media_check:
+        elif report is None:
             steps.add(STEP_MEDIA, SKIPPED, "media check disabled by configuration")
         else:
-            report = await asyncio.to_thread(check_chunk, stored.data, manifest, self.config.duration_tolerance_ms)
             media_json = report.to_json()
             if report.ok:
                 steps.add(STEP_MEDIA, PASS, f"{report.video_frames} video samples, {report.audio_samples} audio "
@@ -504,7 +518,8 @@ class IngestService:
                     state=state.value, uploaded_ms=current.uploaded_ms or now, verified_ms=now,
                     stored_sha256=actual, receipt=receipt, verification=verification))
                 await self._receipted(conn, row.device_id, row.seq)
-            final = (await conn.execute(sa.select(entries).where(where))).one()
+                final = IngestResult(current.device_id, current.seq, current.kind, current.entry_hash, state.value,
+                                     current.trusted, receipt=receipt, steps=verification)
         if failed is not None:
             raise Unprocessable(f"seq {row.seq} failed verification step ({failed.number}) {failed.title}: "
                                 f"{failed.detail}", code="verification_failed", step=failed.number,
@@ -513,7 +528,7 @@ class IngestService:
         self._receipted_now(row.device_id, bytes(final.receipt) if final.receipt is not None else None)
         if self.decode_queue is not None and self.config.decode_after_receipt:
             self.decode_queue.put_nowait((row.device_id, row.seq))
-        return self._result(final, created=False)
+        return final
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -586,6 +601,20 @@ class IngestService:
                 entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None)
             ).limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hash_and_check(data: bytes, manifest: ChunkManifest, tolerance_ms: int, check_media: bool
+                    ) -> tuple[str, MediaReport | None]:
+    """Verification steps (1) and (4) in one worker-thread call: the SHA-256 of the stored bytes and,
+    when they are what the entry says, the media check."""
+    actual = _sha256_hex(data)
+    if not check_media or actual != manifest.sha256 or len(data) != manifest.size:
+        return actual, None
+    return actual, check_chunk(data, manifest, tolerance_ms)
 
 
 def check_upload_key(key: str) -> None:

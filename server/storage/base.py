@@ -65,6 +65,10 @@ class ObjectExists(Conflict):
     code = "object_exists"
 
 
+class ContentMismatch(ValueError):
+    """Bytes offered to ``put`` do not hash to the SHA-256 their key names (nothing was stored)."""
+
+
 class StoreUnavailable(Exception):
     """The store could not be reached or refused a request for a reason that is not the client's."""
 
@@ -91,7 +95,8 @@ class FootageStore(abc.ABC):
     async def put(self, key: str, data: bytes, sha256: str) -> bool:
         """Store ``data`` under ``key`` once; True if written now, False if the same bytes were already there.
 
-        Raises :class:`ObjectExists` when different bytes are there (the original is untouched).
+        Raises :class:`ContentMismatch` (nothing stored) when ``data`` does not hash to ``sha256``,
+        and :class:`ObjectExists` when different bytes are there (the original is untouched).
         """
 
     @abc.abstractmethod

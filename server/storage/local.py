@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from server.storage.base import FootageStore, ObjectExists, StoredObject, UploadTarget, is_valid_key
+from server.storage.base import ContentMismatch, FootageStore, ObjectExists, StoredObject, UploadTarget, is_valid_key
 
 #: Route of the server's own upload endpoint (see server.routes).
 UPLOAD_PATH = "/api/v1/upload/"
@@ -81,7 +81,7 @@ class LocalStore(FootageStore):
 
     def _put_sync(self, final: Path, data: bytes, sha256: str) -> bool:
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ValueError("data does not match its sha256")  # callers check first; a bug if reached
+            raise ContentMismatch("data does not match its sha256")
         if final.exists():
             return self._same(final, sha256)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o750)

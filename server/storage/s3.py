@@ -23,7 +23,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from custody.clock import Clock
 from server.config import S3Config
-from server.storage.base import FootageStore, ObjectExists, StoredObject, StoreUnavailable, UploadTarget
+from server.storage.base import (
+    ContentMismatch,
+    FootageStore,
+    ObjectExists,
+    StoredObject,
+    StoreUnavailable,
+    UploadTarget,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,7 +136,7 @@ class S3Store(FootageStore):
     async def put(self, key: str, data: bytes, sha256: str) -> bool:
         """PUT once with checksum and COMPLIANCE lock; a second PUT of the same bytes is skipped."""
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ValueError("data does not match its sha256")  # callers check first; a bug if reached
+            raise ContentMismatch("data does not match its sha256")
         existing = await self._head(key)
         if existing is not None:
             if existing.get("ChecksumSHA256") not in (None, _b64_sha256(sha256)):

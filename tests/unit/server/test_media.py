@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import struct
 
+import av
+import numpy as np
 import pytest
 
 from protocol.messages import ChunkManifest
-from server.media import check_chunk, decode_first_frame
+from server import mp4
+from server.media import check_chunk, decode_first_frame, demux_chunk
 from tests.helpers.media import make_chunk
 
 
@@ -52,3 +57,43 @@ def test_truncated_and_garbage_chunks_fail() -> None:
         assert not check_chunk(bad, manifest_for(bad), 150).ok
     with pytest.raises(ValueError, match="decode"):
         decode_first_frame(b"\0" * 1000)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"audio": False}, {"seconds": 2, "fps": 25, "width": 320, "height": 240}])
+def test_sample_tables_and_demuxer_agree(kwargs: dict[str, object]) -> None:
+    chunk = make_chunk(**kwargs)
+    manifest = dataclasses.replace(manifest_for(chunk.data), duration_ms=chunk.duration_ms, codec=chunk.codec)
+    mp4.read_movie(chunk.data)  # the fast path applies (no Unsupported)
+    fast, demuxed = check_chunk(chunk.data, manifest, 150), demux_chunk(chunk.data, manifest, 150)
+    assert fast.ok, fast.problems
+    assert fast.to_json() == demuxed.to_json()
+
+
+def test_a_sample_outside_the_media_data_is_damage() -> None:
+    data = bytearray(make_chunk().data)
+    stco = data.find(b"stco")
+    struct.pack_into(">I", data, stco + 12, len(data) - 10)  # first chunk offset: near the end of the file
+    with pytest.raises(mp4.Damaged, match="outside the media data"):
+        mp4.read_movie(bytes(data))
+    report = check_chunk(bytes(data), manifest_for(bytes(data)), 150)
+    assert any("outside the media data" in p for p in report.problems), report.problems
+
+
+def test_fragmented_mp4_goes_through_the_demuxer() -> None:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"}) as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((72, 64), i * 20, dtype=np.uint8), format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = buf.getvalue()
+    with pytest.raises(mp4.Unsupported):
+        mp4.read_movie(data)
+    report = check_chunk(data, manifest_for(data), 150)
+    assert report.video_frames == 10
+    decode_first_frame(data)

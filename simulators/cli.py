@@ -66,7 +66,8 @@ async def _run(args: argparse.Namespace) -> int:
         from server.app import start_server
         from server.config import load_config
 
-        config = load_config(None, env={}, overrides={"data_dir": str(work / "server"), "http.port": 0})
+        config = load_config(None, env={}, overrides={"data_dir": str(work / "server"), "http.port": 0,
+                                                      "mqtt.embedded_port": 0})
         server = await start_server(config, clock)
         url, token = server.url, server.services.datadir.admin_token.read_text().strip()
         print(f"started a server at {url} (data in {work / 'server'})", file=sys.stderr)

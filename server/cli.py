@@ -119,6 +119,26 @@ def register(sub: Sub) -> None:
     c.add_argument("--code")
     c.add_argument("--open", action="store_true")
 
+    c = asub.add_parser("backup", help="back up database, keys and secrets into a new directory (local files)",
+                        description="Copy the database (sqlite3 backup API, or pg_dump), the private server keys "
+                                    "and secrets into DIR. Acts on the data directory, not through the API: the "
+                                    "private keys never leave the host through the API. Safe while the server runs.")
+    c.add_argument("dir", type=Path, help="new or empty backup directory")
+    c.add_argument("--config", type=Path, help="the server's config file (default: embedded defaults)")
+    c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
+    c.set_defaults(handler=_local(_backup))
+    c = asub.add_parser("restore", help="restore a backup into a fresh data directory (server stopped)",
+                        description="Restore database, keys and secrets from DIR into the configured data directory "
+                                    "(and database). At its next start the server refuses to run if its log is "
+                                    "behind or inconsistent with the last checkpoint it published.")
+    c.add_argument("dir", type=Path, help="backup directory")
+    c.add_argument("--config", type=Path, help="the server's config file (default: embedded defaults)")
+    c.add_argument("--published-checkpoint", type=Path,
+                   help="the last checkpoint the old server published (its data dir's published-checkpoint file, a "
+                        "witness's copy, or the retained MQTT checkpoint), when restoring onto a new data dir")
+    c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
+    c.set_defaults(handler=_local(_restore))
+
     sk = asub.add_parser("server-key", help="server signing keys").add_subparsers(dest="sub", metavar="COMMAND")
     sk.required = True
     cmd("list", "current and earlier server keys", lambda cl, a: cl.call("GET", "/api/v1/server-keys"), sk)
@@ -174,6 +194,42 @@ def _admin(fn: Any) -> Any:
         return 0
 
     return handler
+
+
+def _local(fn: Any) -> Any:
+    """A command acting on the data directory's files (backup, restore), not through the API."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from server.config import load_config
+
+        overrides = {"data_dir": args.data_dir} if args.data_dir is not None else {}
+        config = load_config(args.config, overrides=overrides)
+        _print(fn(config, args), getattr(args, "as_json", False))
+        return 0
+
+    return handler
+
+
+def _backup(config: Any, args: argparse.Namespace) -> Any:
+    from server.backup import backup
+
+    report = backup(config, args.dir)
+    if args.as_json:
+        return report.to_json()
+    print(f"backed up {report.database} database, {len(report.files)} files, log size {report.log_size} "
+          f"into {report.path}", file=sys.stderr)
+    return None
+
+
+def _restore(config: Any, args: argparse.Namespace) -> Any:
+    from server.backup import restore
+
+    report = restore(config, args.dir, args.published_checkpoint)
+    if args.as_json:
+        return report.to_json()
+    print(f"restored {report.database} database (log size {report.log_size}) into {report.path}; start the server: "
+          "it checks the log against the last published checkpoint", file=sys.stderr)
+    return None
 
 
 def _print(result: Any, as_json: bool) -> None:

@@ -11,6 +11,8 @@ Layout (documented in docs/SERVER.md)::
       admin-token             mode 0600: the first admin's API token, created at first start
       upload-secret           mode 0600: HMAC key of local-store upload URLs
       server.json             URL, pid and key fingerprint of the server running on DIR
+      published-checkpoint    the last checkpoint this server published (never in a backup: the
+                              guard against a restored log rolling back, server/log_guard.py)
 
 ``server.json`` is a convenience for ``--data-dir DIR`` on the CLI: it names the URL; the admin
 token in ``admin-token`` is an ordinary API token, so every request still authenticates and is
@@ -65,6 +67,21 @@ class DataDir:
     def server_info(self) -> Path:
         """Where the running server records its URL."""
         return self.root / "server.json"
+
+    @property
+    def published_checkpoint(self) -> Path:
+        """The last checkpoint the server published (signed note text)."""
+        return self.root / "published-checkpoint"
+
+    def write_published_checkpoint(self, text: str) -> None:
+        """Replace the published-checkpoint file atomically and durably (mode 0600)."""
+        tmp = self.published_checkpoint.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.published_checkpoint)
 
     def ensure(self) -> None:
         """Create the directory tree with private permissions."""

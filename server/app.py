@@ -37,6 +37,7 @@ from server.services.fleet import FleetService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
 from server.services.policy import PolicyService
+from server.services.replication import ReplicationService, second_store, target_name
 from server.services.review import ReviewService
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
@@ -47,6 +48,8 @@ SERVICES = web.AppKey("services", Services)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 DECODE_QUEUE = web.AppKey("decode_queue", asyncio.Queue[tuple[str, int]])
 MQTT = web.AppKey("mqtt", MqttPlane)
+#: The second-copy duty, when this process copies (replication.to and replication.copy_in_server).
+REPLICATION = web.AppKey("replication", ReplicationService)
 
 #: Seconds between background duties.
 NONCE_PRUNE_S = 60.0
@@ -100,6 +103,11 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     app[TASKS] = []
     app[DECODE_QUEUE] = decode_queue
     app[MQTT] = MqttPlane(services)
+    if config.replication.to:
+        audit.second_copy = (target_name(config.replication.to), config.replication.delay_s * 1000)
+        if config.replication.copy_in_server:
+            app[REPLICATION] = ReplicationService(db, clock, store, second_store(config, clock), config.replication.to,
+                                                  config.replication.batch)
     add_routes(app, services)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
@@ -122,6 +130,11 @@ async def _startup(app: web.Application) -> None:
     tasks = app[TASKS]
     tasks.append(asyncio.create_task(_every(s.clock, NONCE_PRUNE_S, s.authenticator.prune_nonces), name="nonces"))
     tasks.append(asyncio.create_task(_every(s.clock, KEY_REFRESH_S, s.keyring.refresh), name="keys"))
+    replication = app.get(REPLICATION)
+    if replication is not None:
+        await replication.start()
+        tasks.append(asyncio.create_task(_every(s.clock, s.config.replication.interval_s, replication.round),
+                                         name="replication"))
     queue = app[DECODE_QUEUE]
     for pending in await s.ingest.pending_decodes():
         queue.put_nowait(pending)
@@ -138,6 +151,9 @@ async def _cleanup(app: web.Application) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     s = app[SERVICES]
+    replication = app.get(REPLICATION)
+    if replication is not None:
+        await replication.close()
     await s.store.close()
     await s.db.close()
 

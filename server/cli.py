@@ -139,6 +139,18 @@ def register(sub: Sub) -> None:
     c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
     c.set_defaults(handler=_local(_restore))
 
+    c = asub.add_parser("replicate", help="copy verified footage to a second store and check each copy",
+                        description="Copy every verified chunk to a second store (a directory or s3://BUCKET), "
+                                    "read each copy back and check its sha256 and size against the entry, and record "
+                                    "it; runs until interrupted (--once: one pass). A server-side duty run as its own "
+                                    "process on the server's configuration: it reads the database and the footage "
+                                    "store directly, like the server's integrity duties; see docs/OPERATOR.md.")
+    c.add_argument("--to", help="second store (default: replication.to of the config)")
+    c.add_argument("--config", type=Path, help="the server's config file (default: embedded defaults)")
+    c.add_argument("--once", action="store_true", help="copy what is pending now, then exit")
+    c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
+    c.set_defaults(handler=_local(_replicate))
+
     sk = asub.add_parser("server-key", help="server signing keys").add_subparsers(dest="sub", metavar="COMMAND")
     sk.required = True
     cmd("list", "current and earlier server keys", lambda cl, a: cl.call("GET", "/api/v1/server-keys"), sk)
@@ -230,6 +242,20 @@ def _restore(config: Any, args: argparse.Namespace) -> Any:
     print(f"restored {report.database} database (log size {report.log_size}) into {report.path}; start the server: "
           "it checks the log against the last published checkpoint", file=sys.stderr)
     return None
+
+
+def _replicate(config: Any, args: argparse.Namespace) -> Any:
+    import asyncio
+
+    from server.services.replication import run_replicator
+
+    to = args.to or config.replication.to
+    if not to:
+        from server.errors import ConfigError
+
+        raise ConfigError("say where the second copy goes: --to DIR|s3://BUCKET, or replication.to in the config")
+    total = asyncio.run(run_replicator(config, to, once=args.once))
+    return total.to_json() if args.as_json else None
 
 
 def _print(result: Any, as_json: bool) -> None:

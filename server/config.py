@@ -176,6 +176,21 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """A second copy of footage (docs/OPERATOR.md, replication)."""
+
+    to: str | None = opt(None, "second store: a directory or s3://BUCKET (endpoint and credentials from "
+                         "replication.s3); unset: no second copy is made or expected")
+    copy_in_server: bool = opt(True, "the server copies in the background; false when a separate "
+                               "'custody admin replicate' process does the copying")
+    delay_s: int = opt(3600, "verified footage without a verified second copy after this long is an audit finding "
+                       "(storage.no_second_copy)", lo=0, hi=30 * 86400)
+    interval_s: int = opt(10, "seconds between replication rounds", lo=1, hi=3600)
+    batch: int = opt(200, "chunks copied per round at most", lo=1, hi=100_000)
+    s3: S3Config = section(S3Config, "S3 settings of an s3:// second store (the bucket comes from replication.to)")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -187,6 +202,7 @@ class ServerConfig:
     auth: AuthConfig = section(AuthConfig, "authentication")
     mqtt: MqttConfig = section(MqttConfig, "MQTT control plane and broker")
     audit: AuditConfig = section(AuditConfig, "audit of missing recordings")
+    replication: ReplicationConfig = section(ReplicationConfig, "second copy of footage")
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with top-level fields replaced."""
@@ -481,6 +497,11 @@ def _cross_checks(config: ServerConfig) -> list[Problem]:
     out = []
     if (config.http.tls_cert is None) != (config.http.tls_key is None):
         out.append(Problem("config", "http.tls_cert", "tls_cert and tls_key must be given together"))
+    to = config.replication.to
+    if to is not None and to.startswith("s3://") and not to[5:].strip("/"):
+        out.append(Problem("config", "replication.to", "s3:// needs a bucket: s3://BUCKET"))
+    elif to is not None and "://" in to and not to.startswith("s3://"):
+        out.append(Problem("config", "replication.to", "must be a directory or s3://BUCKET"))
     url = config.database.url
     if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         out.append(Problem("config", "database.url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"))

@@ -231,6 +231,25 @@ findings = sa.Table(
     sa.Index(None, "code", "opened_ms"),
 )
 
+# -- second copies of footage (server/services/replication.py) ---------------------------------------
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Where the copy is: a directory or s3://BUCKET, as configured in replication.to.
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("device_id", sa.String(24), nullable=False),
+    sa.Column("seq", Seq, nullable=False),
+    sa.Column("object_key", sa.String(256), nullable=False),
+    # What the copy was read back and checked against: the entry's sha256 and size.
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("verified_ms", Ms, nullable=False),
+    sa.UniqueConstraint("target", "object_key"),
+    sa.Index(None, "target", "device_id", "seq"),
+)
+
 # -- cases, steps, the recording-requirement list, links (server/services/cases.py) ------------
 
 recording_policies = sa.Table(

@@ -49,11 +49,13 @@ from server.db.schema import (
     devices,
     entries,
     officers,
+    replicas,
     review_signoffs,
     step_links,
 )
 from server.errors import NotFound
 from server.services.cases import CasesService, step_window
+from server.services.replication import overdue
 
 #: Codes that block a legal reviewer's sign-off unless an override reason is given.
 FOOTAGE_CODES = (F.STEP_MISSING_FOOTAGE.code, F.STEP_INCOMPLETE_COVERAGE.code, F.STEP_UNVERIFIED_FOOTAGE.code)
@@ -168,6 +170,9 @@ class AuditService:
         self.clock = clock
         self.cases = cases
         self.config = config
+        #: (target name, delay ms) when a second copy is expected (replication.to): the audit reports
+        #: verified chunks without a verified copy there after the delay.
+        self.second_copy: tuple[str, int] | None = None
 
     async def run(self, filters: AuditFilters) -> dict[str, Any]:
         """The report: filters, thresholds, what was in scope, a summary, and the findings."""
@@ -187,7 +192,8 @@ class AuditService:
             "generated_ms": now, "filters": filters.to_json(),
             "thresholds": {"pending_upload_s": self.config.pending_upload_s,
                            "offline_after_s": self.config.offline_after_s,
-                           "coverage_tolerance_ms": self.config.coverage_tolerance_ms},
+                           "coverage_tolerance_ms": self.config.coverage_tolerance_ms,
+                           **({"second_copy_after_s": self.second_copy[1] // 1000} if self.second_copy else {})},
             "scope": scope, "summary": {"findings": len(findings), "by_code": dict(sorted(by_code.items()))},
             "findings": findings,
         }
@@ -244,8 +250,10 @@ class AuditService:
         linked_to: dict[tuple[str, str], list[str]] = defaultdict(list)
         for link in links:
             linked_to[(link.device_id, link.recording_id)].append(link.step_id)
+        copied = await self._second_copies(conn, device_ids)
         for rec in recordings.values():
             self._check_recording(findings, rec, now, officer_rows, assigns[rec.device_id])
+            self._check_second_copy(findings, rec, now, copied)
             if not linked_to.get(rec.key):
                 suggested = self._suggested_steps(rec, steps, assigns[rec.device_id], case_rows)
                 if flt.case_id is None or suggested:
@@ -288,6 +296,29 @@ class AuditService:
                                                                                   window)}
         return out
 
+    async def _second_copies(self, conn: AsyncConnection, device_ids: list[str]) -> set[tuple[str, int]]:
+        if self.second_copy is None:
+            return set()
+        out: set[tuple[str, int]] = set()
+        for i in range(0, len(device_ids), 500):
+            out.update((r.device_id, r.seq) for r in (await conn.execute(
+                sa.select(replicas.c.device_id, replicas.c.seq).where(
+                    replicas.c.target == self.second_copy[0], replicas.c.device_id.in_(device_ids[i:i + 500])))))
+        return out
+
+    def _check_second_copy(self, findings: list[dict[str, Any]], rec: Recording, now: int,
+                           copied: set[tuple[str, int]]) -> None:
+        if self.second_copy is None:
+            return
+        target, delay_ms = self.second_copy
+        missing = [c for c in rec.chunks if c.state == ChunkState.VERIFIED.value and c.verified_ms is not None
+                   and overdue(c.verified_ms, now, delay_ms) and (c.device_id, c.seq) not in copied]
+        if missing:
+            findings.append(_finding(F.NO_SECOND_COPY, rec.subject, {
+                "device_id": rec.device_id, "recording_id": rec.recording_id, "target": target,
+                "seqs": [c.seq for c in missing], "oldest_verified_ms": min(c.verified_ms for c in missing),
+                "threshold_s": delay_ms // 1000}))
+
     async def _load(self, conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Recording]:
         out: dict[tuple[str, str], Recording] = {}
         key_list = sorted(keys)
@@ -295,7 +326,7 @@ class AuditService:
             rows = (await conn.execute(sa.select(
                 entries.c.device_id, entries.c.seq, entries.c.kind, entries.c.event, entries.c.recording_id,
                 entries.c.officer_id, entries.c.case_step, entries.c.time_ms, entries.c.duration_ms, entries.c.state,
-                entries.c.trusted, entries.c.received_ms).where(
+                entries.c.trusted, entries.c.received_ms, entries.c.verified_ms).where(
                 sa.tuple_(entries.c.device_id, entries.c.recording_id).in_(key_list[i:i + 500]))
                 .order_by(entries.c.device_id, entries.c.seq))).all()
             for r in rows:

@@ -119,6 +119,37 @@ def register(sub: Sub) -> None:
     c.add_argument("--code")
     c.add_argument("--open", action="store_true")
 
+    c = cmd("broker-acl", "write Mosquitto's password and ACL files from the device registry", _broker_acl)
+    c.add_argument("--out", type=Path, required=True, help="directory of the broker's passwd and acl files")
+    c.add_argument("--group", help="the broker's group: files mode 0640 with that group (default 0600)")
+
+    tls = asub.add_parser("tls", help="a site's TLS certificates (local files; the CA key stays offline)",
+                          description="Create a site CA and server and device certificates (ECDSA P-256). "
+                                      "Local files, not the API: keep SITE/ca/ca.key offline.").add_subparsers(
+        dest="sub", metavar="COMMAND")
+    tls.required = True
+    c = tls.add_parser("init", help="create the site CA in SITE/ca (refuses to replace one)")
+    c.add_argument("--site", type=Path, required=True, help="the site's TLS directory")
+    c.add_argument("--name", required=True, help="site name (the CA's organization)")
+    c.set_defaults(handler=_tls_init)
+    c = tls.add_parser("server", help="a server certificate (broker or API) in SITE/NAME/")
+    c.add_argument("--site", type=Path, required=True)
+    c.add_argument("--name", required=True, help="the first DNS name; the files go to SITE/NAME/")
+    c.add_argument("--dns", action="append", default=[], help="another DNS name clients dial (repeatable)")
+    c.add_argument("--ip", action="append", default=[], help="an IP address clients dial (repeatable)")
+    c.set_defaults(handler=_tls_server)
+    c = tls.add_parser("device", help="a device's client certificate in SITE/devices/DEVICE_ID/")
+    c.add_argument("--site", type=Path, required=True)
+    c.add_argument("--device", required=True, help="device id (the certificate's CN)")
+    c.set_defaults(handler=_tls_device)
+    c = tls.add_parser("site", help="everything deploy/compose.yml mounts (CA; api, broker, s3)")
+    c.add_argument("--site", type=Path, required=True)
+    c.add_argument("--public-host", required=True)
+    c.add_argument("--s3-host", required=True)
+    c.add_argument("--ip", action="append", default=[])
+    c.add_argument("--renew", action="store_true", help="issue the service certificates again (same CA)")
+    c.set_defaults(handler=_tls_site)
+
     c = asub.add_parser("backup", help="back up database, keys and secrets into a new directory (local files)",
                         description="Copy the database (sqlite3 backup API, or pg_dump), the private server keys "
                                     "and secrets into DIR. Acts on the data directory, not through the API: the "
@@ -206,6 +237,76 @@ def _admin(fn: Any) -> Any:
         return 0
 
     return handler
+
+
+def _broker_acl(client: Any, args: argparse.Namespace) -> Any:
+    from server.broker_files import write_broker_files
+
+    files = client.call("GET", "/api/v1/broker-files")
+    group: int | str | None = int(args.group) if args.group and args.group.isdigit() else args.group
+    paths = write_broker_files(args.out, password_file=files["password_file"], acl=files["acl"], group=group)
+    for warning in files["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = {"password_file": str(paths.password_file), "acl_file": str(paths.acl_file),
+              "devices": files["devices"], "server_user": files["server_user"]}
+    if args.as_json:
+        return result
+    print(f"wrote {paths.password_file} ({files['devices']} devices) and {paths.acl_file}; reload the broker "
+          "(SIGHUP)", file=sys.stderr)
+    return None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _site_ca(site: Path) -> Any:
+    from custody.tls import CertifiedKey, TlsError
+
+    try:
+        return CertifiedKey((site / "ca" / "ca.crt").read_bytes(), (site / "ca" / "ca.key").read_bytes())
+    except FileNotFoundError:
+        raise TlsError(f"no CA in {site / 'ca'}: run 'custody admin tls init --site {site}' first") from None
+
+
+def _tls_init(args: argparse.Namespace) -> int:
+    from custody.tls import TlsError, create_site_ca, write_certified_key
+
+    if (args.site / "ca" / "ca.key").exists():
+        raise TlsError(f"{args.site / 'ca'} already holds a CA: every device trusts it, so it is never replaced")
+    files = write_certified_key(args.site / "ca", "ca", create_site_ca(args.name, now=_now()))
+    print(f"{files.cert}\n{files.key}  (keep it offline)")
+    return 0
+
+
+def _tls_server(args: argparse.Namespace) -> int:
+    from custody.tls import issue_server_certificate, write_certificate, write_certified_key
+
+    ca = _site_ca(args.site)
+    certified = issue_server_certificate(ca, dns_names=[args.name, *args.dns], ip_addresses=args.ip, now=_now())
+    directory = args.site / args.name
+    files = write_certified_key(directory, "server", certified)
+    print(f"{write_certificate(directory, 'ca', ca.cert_pem)}\n{files.cert}\n{files.key}")
+    return 0
+
+
+def _tls_device(args: argparse.Namespace) -> int:
+    from custody.tls import issue_device_certificate, write_certificate, write_certified_key
+
+    ca = _site_ca(args.site)
+    directory = args.site / "devices" / args.device
+    files = write_certified_key(directory, "device", issue_device_certificate(ca, args.device, now=_now()))
+    print(f"{write_certificate(directory, 'ca', ca.cert_pem)}\n{files.cert}\n{files.key}")
+    return 0
+
+
+def _tls_site(args: argparse.Namespace) -> int:
+    from custody.tls import SiteNames, write_site_tls
+
+    names = SiteNames(args.public_host, args.s3_host, tuple(args.ip))
+    for path in write_site_tls(args.site, names, now=_now(), renew=args.renew, server_gid=None):
+        print(path)
+    return 0
 
 
 def _local(fn: Any) -> Any:

@@ -453,6 +453,25 @@ async def server_keys_rotate(ctx: Ctx) -> web.StreamResponse:
     return ok({"current": new.to_dict(), "keys": [k.to_dict() for k in ctx.services.keyring.history]})
 
 
+async def broker_files(ctx: Ctx) -> web.StreamResponse:
+    """Mosquitto's password file and ACL from the device registry (hashes only: no password leaves)."""
+    from server.broker_files import mosquitto_acl, mosquitto_password_file
+    from server.mqtt.credentials import hash_password, password_line
+    from server.services.broker_accounts import BrokerAccounts
+
+    mqtt = ctx.services.config.mqtt
+    lines = await BrokerAccounts(ctx.services.db).password_lines()
+    warnings = []
+    if mqtt.password is not None:
+        lines.append(password_line(mqtt.username, hash_password(mqtt.username, mqtt.password.reveal())))
+    else:
+        warnings.append(f"mqtt.password is not set: the server user {mqtt.username!r} has no line in the password "
+                        "file; add it with mosquitto_passwd")
+    return ok({"password_file": mosquitto_password_file(lines), "acl": mosquitto_acl(mqtt.username),
+               "devices": len(lines) - (mqtt.password is not None), "server_user": mqtt.username,
+               "warnings": warnings})
+
+
 def _device(ctx: Ctx) -> str:
     assert ctx.principal is not None
     assert ctx.principal.kind == "device"
@@ -578,6 +597,8 @@ ROUTES: tuple[Route, ...] = (
           "entries", query=ENTRY_QUERY),
     Route("GET", "/api/v1/devices/{device_id}/entries/{seq}", entries_get, EVIDENCE_READERS,
           "one entry with its receipt and verification steps", "entries"),
+    Route("GET", "/api/v1/broker-files", broker_files, ADMINS,
+          "Mosquitto password file (hashes) and ACL built from the device registry", "devices"),
     Route("GET", "/api/v1/findings", findings_list, EVIDENCE_READERS, "findings", "findings", query=FINDING_QUERY),
     Route("GET", "/api/v1/server-keys", server_keys, ALL, "server public keys, current first", "keys"),
     Route("POST", "/api/v1/server-keys/rotate", server_keys_rotate, ADMINS,

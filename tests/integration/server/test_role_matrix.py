@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/devices/{device_id}/unassign"): {A, D},
     ("GET", "/api/v1/devices/{device_id}/entries"): {A, D, S, U, C, L},
     ("GET", "/api/v1/devices/{device_id}/entries/{seq}"): {A, D, S, U, C, L},
+    ("GET", "/api/v1/broker-files"): {A},
     ("GET", "/api/v1/findings"): {A, D, S, U, C, L},
     ("GET", "/api/v1/server-keys"): set(ROLES),
     ("POST", "/api/v1/server-keys/rotate"): {A},

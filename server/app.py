@@ -25,13 +25,16 @@ from server.config import ServerConfig
 from server.datadir import DataDir, write_private
 from server.db.database import Database, database_url
 from server.keyring import ServerKeyring
+from server.log.service import LogService
 from server.mqtt.plane import MqttPlane
 from server.services import Services
+from server.services.access import AccessService
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
+from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
 from server.services.ingest import IngestService
@@ -39,6 +42,7 @@ from server.services.officers import OfficersService
 from server.services.policy import PolicyService
 from server.services.replication import ReplicationService, second_store, target_name
 from server.services.review import ReviewService
+from server.services.scrub import Scrubber
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
 
@@ -84,6 +88,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     policy = PolicyService(db, clock)
     cases = CasesService(db, clock, policy)
     audit = AuditService(db, clock, cases, config.audit)
+    log_service = LogService(db, clock, keyring, config.log)
+    access = AccessService(db, clock, log_service)
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),
@@ -95,6 +101,10 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         policy=policy, cases=cases, audit=audit, review=ReviewService(db, clock, cases, audit),
         fleet=FleetService(db, clock, config.mqtt.clock_skew_tolerance_ms),
         commands=CommandsService(db, clock, keyring),
+        log=log_service,
+        access=access,
+        scrubber=Scrubber(db, clock, store, config.scrub, access),
+        exports=ExportService(db, clock, keyring, store, log_service, access, config.log),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -120,6 +130,11 @@ async def _startup(app: web.Application) -> None:
     await s.keyring.load()
     await s.policy.bootstrap()
     await s.store.start()
+    # Transparency log and access log (issue 7): before anything can accept an entry or read footage.
+    await s.log.start()
+    s.ingest.log = s.log
+    s.ingest.read_grant = await s.access.duty_grant("ingest")
+    await s.scrubber.start()
     issued = await s.accounts.bootstrap_admin()
     if issued is not None:
         try:
@@ -132,9 +147,14 @@ async def _startup(app: web.Application) -> None:
     tasks.append(asyncio.create_task(_every(s.clock, KEY_REFRESH_S, s.keyring.refresh), name="keys"))
     replication = app.get(REPLICATION)
     if replication is not None:
+        replication.read_grant = await s.access.duty_grant("replication")
         await replication.start()
         tasks.append(asyncio.create_task(_every(s.clock, s.config.replication.interval_s, replication.round),
                                          name="replication"))
+    tasks.append(asyncio.create_task(_every(s.clock, s.config.log.checkpoint_interval_s, s.log.checkpoint_round),
+                                     name="checkpoints"))
+    if s.config.scrub.enabled:
+        tasks.append(asyncio.create_task(_every(s.clock, s.config.scrub.interval_s, s.scrubber.round), name="scrub"))
     queue = app[DECODE_QUEUE]
     for pending in await s.ingest.pending_decodes():
         queue.put_nowait(pending)

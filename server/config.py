@@ -191,6 +191,28 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The transparency log (issue 7)."""
+
+    origin: str | None = opt(None, "log name: the checkpoint origin and note key name (default custody/ plus the id "
+                             "of the server's first key, stable across key rotations and processes)")
+    checkpoint_interval_s: int = opt(10, "sign a checkpoint at least this often while the tree grows", lo=1,
+                                     hi=86400)
+    export_consistency_checkpoints: int = opt(256, "earlier checkpoints an export carries consistency proofs from",
+                                              lo=1, hi=100_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubConfig:
+    """Continuous re-verification of stored footage (issue 7)."""
+
+    enabled: bool = opt(True, "re-verify stored footage in the background")
+    rate_bytes_per_s: int = opt(4 << 20, "footage re-read per second, on average", lo=1024, hi=10 << 30)
+    interval_s: int = opt(10, "seconds between scrub rounds (each reads rate x interval bytes)", lo=1, hi=3600)
+    decode: bool = opt(True, "decode every frame (PyAV), not just hash the bytes")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -203,6 +225,8 @@ class ServerConfig:
     mqtt: MqttConfig = section(MqttConfig, "MQTT control plane and broker")
     audit: AuditConfig = section(AuditConfig, "audit of missing recordings")
     replication: ReplicationConfig = section(ReplicationConfig, "second copy of footage")
+    log: LogConfig = section(LogConfig, "transparency log")
+    scrub: ScrubConfig = section(ScrubConfig, "footage re-verification")
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with top-level fields replaced."""

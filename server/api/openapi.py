@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from server.api.body import Body
-from server.api.routes import ENROLL, ENVELOPE, PATH_PARAMS, PUBLIC, UPLOAD, Route
+from server.api.routes import COSIGNATURE, ENROLL, ENVELOPE, PATH_PARAMS, PUBLIC, UPLOAD, Route
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -40,6 +40,8 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
         return [{"enrollmentToken": []}]
     if route.access == UPLOAD:
         return [{"uploadCapability": []}]
+    if route.access == COSIGNATURE:
+        return []  # the body authenticates itself: a cosignature by a registered witness key
     assert isinstance(route.access, frozenset)
     out: list[dict[str, list[str]]] = []
     if any(r.value != "device" for r in route.access):
@@ -79,6 +81,9 @@ def _operation(route: Route) -> dict[str, Any]:
     elif route.body == "bytes":
         op["requestBody"] = {"required": True, "content": {"video/mp4": {
             "schema": {"type": "string", "format": "binary"}}}}
+    elif route.body == "note":
+        op["requestBody"] = {"required": True, "content": {"text/plain": {
+            "schema": {"type": "string", "description": "a C2SP signed note"}}}}
     return op
 
 

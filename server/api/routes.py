@@ -18,6 +18,7 @@ from aiohttp import web
 
 from protocol.messages import CommandKind
 from server.api import cases_api as cz
+from server.api import evidence
 from server.api.body import Body, F
 from server.auth import USER_ROLES, Principal, Role, has_device_auth
 from server.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
@@ -30,6 +31,7 @@ from server.storage.local import LocalStore
 PUBLIC = "public"  # no credentials at all
 ENROLL = "enroll"  # the one-time enrollment token inside the signed request body
 UPLOAD = "upload"  # the capability (HMAC) the server put in the upload URL
+COSIGNATURE = "cosignature"  # a witness's cosignature in the body, checked against its registered key
 
 R = Role
 ALL = frozenset(Role)
@@ -48,6 +50,10 @@ LEGAL_REVIEWERS = frozenset({R.LEGAL_REVIEWER})  # not admin: the sign-off is th
 #: Commands: the service narrows officers to their own device and kinds, supervisors to live view.
 COMMANDERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.OFFICER, R.SUPERVISOR})
 COMMAND_READERS = FLEET_READERS | {R.OFFICER}
+#: Who may view, download and export footage (every read is in the access log).
+FOOTAGE_READERS = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
+#: Who may query the access log (全过程记录信息调阅监督).
+ACCESS_LOG_READERS = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
 
 Access = str | frozenset[Role]
 
@@ -61,8 +67,10 @@ OFFICER_ID = F("string", "officer id", pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63
 TOKEN_ID = F("string", "API token id", pattern=r"[0-9a-f]{16}", max_len=16)
 OBJECT_KEY = F("string", "object key DEVICE/SEQ/SHA256 (or conflicts/DEVICE/SEQ/SHA256)",
                pattern=r"(conflicts/)?[a-z2-7]{24}/[0-9]{12}/[0-9a-f]{64}", max_len=300)
+RECORDING_ID = F("string", "recording id", pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64)
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
-                             "token_id": TOKEN_ID, "key": OBJECT_KEY, **cz.PATH_PARAMS}
+                             "token_id": TOKEN_ID, "key": OBJECT_KEY, "recording_id": RECORDING_ID,
+                             **cz.PATH_PARAMS}
 
 TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
@@ -112,6 +120,29 @@ COMMAND_ADD = Body("CommandAdd", {
                 required=False),
     "ttl_s": F("integer", "validity in seconds (default 300)", required=False, lo=1, hi=86400),
 })
+NOTE = "note"  # a C2SP signed note (text), parsed by the service
+WITNESS_ADD = Body("WitnessAdd", {
+    "vkey": F("string", "the witness's cosignature/v1 verifier key (name+hash+key)", max_len=300),
+})
+FORK_REPORT = Body("ForkReport", {
+    "first": F("string", "a checkpoint note signed by this log", max_len=16384),
+    "second": F("string", "another checkpoint note signed by this log, inconsistent with the first", max_len=16384),
+    "reporter": F("string", "who reports (a witness name)", required=False, nullable=True, max_len=100),
+})
+EXPORT = Body("Export", {
+    "reason": F("string", "why the footage is exported (recorded in the access log)", max_len=500),
+    "recordings": F("string", "recordings, comma-separated DEVICE/RECORDING", required=False, nullable=True,
+                    max_len=100_000),
+    "device_id": F("string", "or: a device whose sequence range to export", required=False, nullable=True,
+                   pattern=r"[a-z2-7]{24}", max_len=24),
+    "from_seq": F("integer", "first sequence number of the range", required=False, nullable=True, lo=0,
+                  hi=2**53 - 1),
+    "to_seq": F("integer", "last sequence number of the range", required=False, nullable=True, lo=0, hi=2**53 - 1),
+    "case_id": F("string", "the case the export is for", required=False, nullable=True,
+                 pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64),
+    "step_id": F("string", "the case step the named recordings are linked to", required=False, nullable=True,
+                 pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64),
+})
 
 
 # -- the route type ----------------------------------------------------------------------------
@@ -151,6 +182,8 @@ class Route:
     query: dict[str, F] = field(default_factory=dict)
     ok_status: int = 200
     response: str = "application/json"
+    #: True when the route serves footage bytes: it must log an access event first (a test reads each).
+    footage: bool = False
 
     @property
     def path_params(self) -> list[str]:
@@ -540,6 +573,30 @@ FINDING_QUERY = {
     "limit": F("integer", "page size", required=False, lo=1, hi=1000),
 }
 LIMIT_QUERY = {"limit": F("integer", "page size", required=False, lo=1, hi=1000)}
+SIZE = F("integer", "tree size", lo=1, hi=2**53 - 1)
+LOG_INDEX = F("integer", "leaf index", lo=0, hi=2**53 - 1)
+REASON = F("string", "why the footage is read (recorded in the access log)", required=False, max_len=500)
+CHECKPOINT_QUERY = {"size": F("integer", "a stored checkpoint's tree size (default: the latest)", required=False,
+                              lo=1, hi=2**53 - 1)}
+INCLUSION_QUERY = {"size": SIZE, "index": F("integer", "leaf index", required=False, lo=0, hi=2**53 - 1),
+                   "hash": F("string", "leaf hash, hex", required=False, pattern=r"[0-9a-f]{64}", max_len=64)}
+CONSISTENCY_QUERY = {"from": SIZE, "to": SIZE}
+LEAVES_QUERY = {"start": F("integer", "first leaf index", required=False, lo=0, hi=2**53 - 1),
+                "end": F("integer", "end (exclusive), at most start + 1000", required=False, lo=0, hi=2**53 - 1)}
+ACCESS_QUERY = {
+    "actor": F("string", "only this reader (user:NAME)", required=False, max_len=100),
+    "device_id": F("string", "only this device", required=False, pattern=r"[a-z2-7]{24}", max_len=24),
+    "case_id": F("string", "only this case", required=False, max_len=64),
+    "kind": F("string", "only this kind", required=False, enum=("view", "live_view", "download", "export",
+                                                                 "integrity")),
+    "from_ms": F("integer", "from this time (ms)", required=False, lo=0, hi=TIME_HI),
+    "to_ms": F("integer", "before this time (ms)", required=False, lo=0, hi=TIME_HI),
+    "after_id": F("integer", "page after this id", required=False, lo=0, hi=2**53 - 1),
+    "limit": F("integer", "page size", required=False, lo=1, hi=1000),
+}
+CHUNK_QUERY = {"reason": REASON}
+RECORDING_QUERY = {"reason": REASON, "disposition": F("string", "inline (a view) or attachment (a download)",
+                                                      required=False, enum=("inline", "attachment"))}
 STATE_QUERY = {"state": F("string", "only devices in this state", required=False,
                           enum=("active", "suspended", "lost", "revoked"))}
 
@@ -651,6 +708,37 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/upload/{key:.+}", upload, UPLOAD,
           "local store: upload chunk bytes to the URL an upload target named", "device", body="bytes",
           ok_status=201, response="application/json"),
+    # -- transparency log, witnesses, access log, footage, exports (issue 7)
+    Route("GET", "/api/v1/log/checkpoint", evidence.log_checkpoint, PUBLIC,
+          "the latest checkpoint (C2SP signed note) with its witnesses' cosignatures", "log",
+          query=CHECKPOINT_QUERY, response="text/plain"),
+    Route("GET", "/api/v1/log/key", evidence.log_key, PUBLIC, "the log's origin and verifier key", "log"),
+    Route("GET", "/api/v1/log/proof/inclusion", evidence.log_inclusion, PUBLIC,
+          "inclusion proof of a leaf (by index or leaf hash) in the tree of a size", "log", query=INCLUSION_QUERY),
+    Route("GET", "/api/v1/log/proof/consistency", evidence.log_consistency, PUBLIC,
+          "consistency proof between two tree sizes", "log", query=CONSISTENCY_QUERY),
+    Route("GET", "/api/v1/log/leaves", evidence.log_leaves, PUBLIC, "leaves (hashes and ids, no personal data)",
+          "log", query=LEAVES_QUERY),
+    Route("POST", "/api/v1/log/cosignatures", evidence.log_cosign, COSIGNATURE,
+          "a witness returns a checkpoint it cosigned (cosignature/v1 by a registered witness key)", "log",
+          body=NOTE),
+    Route("POST", "/api/v1/log/forks", evidence.log_fork, PUBLIC,
+          "report two checkpoints signed by this log that are inconsistent (records log.fork when proven)", "log",
+          body=FORK_REPORT),
+    Route("GET", "/api/v1/log/witnesses", evidence.witnesses_list, EVIDENCE_READERS, "registered witnesses", "log"),
+    Route("POST", "/api/v1/log/witnesses", evidence.witnesses_add, ADMINS, "register a witness by its verifier key",
+          "log", body=WITNESS_ADD, ok_status=201),
+    Route("GET", "/api/v1/access-log", evidence.access_log, ACCESS_LOG_READERS,
+          "who read which footage, when and why (by user, device, case, time)", "access", query=ACCESS_QUERY),
+    Route("GET", "/api/v1/devices/{device_id}/entries/{seq}/footage", evidence.chunk_footage, FOOTAGE_READERS,
+          "download one chunk's original bytes (needs a reason; logged before the first byte)", "footage",
+          query=CHUNK_QUERY, response="video/mp4", footage=True),
+    Route("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/mp4", evidence.recording_footage,
+          FOOTAGE_READERS, "a recording as one MP4, remuxed (needs a reason; logged before the first byte)",
+          "footage", query=RECORDING_QUERY, response="video/mp4", footage=True),
+    Route("POST", "/api/v1/exports", evidence.export_package, FOOTAGE_READERS,
+          "build a case export package for offline verification (logged as an export access)", "footage",
+          body=EXPORT, response="application/zip", footage=True),
 )
 
 

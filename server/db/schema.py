@@ -426,3 +426,104 @@ commands = sa.Table(
     sa.Column("ack", sa.LargeBinary, nullable=True),  # the signed CommandAck envelope
     sa.Index(None, "device_id", "issued_ms"),
 )
+
+
+# -- transparency log, witnesses, access log, scrubber (issue 7) ----------------------------------
+# Appended as one block so parallel branches adding tables merge cleanly.
+
+log_state = sa.Table(
+    "log_state",
+    metadata,
+    # One row (id 1). Appenders lock it (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer),
+    # which makes the database the log's single sequencer however many server processes run.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", Ms, nullable=False),
+)
+
+log_leaves = sa.Table(
+    "log_leaves",
+    metadata,
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # protocol.leaves kinds
+    # What the leaf is about ("entry:DEVICE:SEQ", "access:17", ...): unique, so nothing is logged twice.
+    sa.Column("subject", sa.String(160), nullable=False, unique=True),
+    sa.Column("leaf", sa.LargeBinary, nullable=False),  # canonical JSON, exactly what is hashed
+    sa.Column("leaf_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("created_ms", Ms, nullable=False),
+)
+
+log_nodes = sa.Table(
+    "log_nodes",
+    metadata,
+    # One hash per perfect subtree of 2**level leaves starting at leaf idx << level (level 0: leaf hashes):
+    # about two rows per leaf, and any root or proof costs O(log^2 n) reads.
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+)
+
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),  # the signed note as the log signed it (no cosignatures)
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+)
+
+log_witnesses = sa.Table(
+    "log_witnesses",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("vkey", sa.String(300), nullable=False, unique=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("disabled_ms", Ms, nullable=True),
+)
+
+log_cosignatures = sa.Table(
+    "log_cosignatures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("size", sa.BigInteger, sa.ForeignKey("log_checkpoints.size"), nullable=False),
+    sa.Column("witness", sa.String(100), sa.ForeignKey("log_witnesses.name"), nullable=False),
+    sa.Column("line", sa.Text, nullable=False),  # the cosignature line exactly as the witness sent it
+    sa.Column("timestamp_s", sa.BigInteger, nullable=False),
+    sa.Column("received_ms", Ms, nullable=False),
+    sa.UniqueConstraint("size", "witness"),
+)
+
+access_events = sa.Table(
+    "access_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # view | live_view | download | export | integrity
+    sa.Column("actor", sa.String(100), nullable=False),  # user:NAME, device:ID or duty:NAME
+    sa.Column("principal_id", sa.String(64), nullable=False),  # the opaque id the log leaf carries
+    sa.Column("role", sa.String(32), nullable=True),
+    sa.Column("device_id", sa.String(24), nullable=True),
+    sa.Column("recording_id", sa.String(64), nullable=True),
+    sa.Column("case_id", sa.String(64), nullable=True),
+    sa.Column("object_keys", sa.JSON, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("log_index", sa.BigInteger, nullable=True),
+    sa.Index(None, "actor", "created_ms"),
+    sa.Index(None, "device_id", "created_ms"),
+    sa.Index(None, "case_id", "created_ms"),
+    sa.Index(None, "created_ms"),
+)
+
+scrub_state = sa.Table(
+    "scrub_state",
+    metadata,
+    # One row (id 1): where the scrubber is in its pass over verified chunks, in (device, seq) order.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("device_id", sa.String(24), nullable=True),
+    sa.Column("seq", Seq, nullable=True),
+    sa.Column("passes", sa.Integer, nullable=False),
+    sa.Column("bytes_checked", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", Ms, nullable=False),
+)

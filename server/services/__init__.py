@@ -15,17 +15,21 @@ from server.config import ServerConfig
 from server.datadir import DataDir
 from server.db.database import Database
 from server.keyring import ServerKeyring
+from server.log.service import LogService
+from server.services.access import AccessService
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
+from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
 from server.services.ingest import IngestService
 from server.services.officers import OfficersService
 from server.services.policy import PolicyService
 from server.services.review import ReviewService
+from server.services.scrub import Scrubber
 from server.storage.base import FootageStore
 
 
@@ -51,3 +55,8 @@ class Services:
     review: ReviewService
     fleet: FleetService
     commands: CommandsService
+    # -- transparency log, access log, scrubber, export (issue 7)
+    log: LogService
+    access: AccessService
+    scrubber: Scrubber
+    exports: ExportService

@@ -19,7 +19,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +30,7 @@ from protocol.chain import entry_hash
 from protocol.envelope import Envelope
 from protocol.errors import RemoteProtocolError, SignatureError
 from protocol.keys import VerifyKey
+from protocol.leaves import EntryLeaf
 from protocol.messages import ChunkManifest, Receipt, RecordingEvent, parse_entry
 from protocol.states import ChunkEvent, ChunkState, advance
 from server.config import IngestConfig
@@ -49,6 +50,7 @@ from server.storage.base import (
     is_valid_key,
     object_key,
 )
+from server.storage.grant import AccessGrant
 from server.trust import entry_trusted
 from server.verification import (
     FAIL,
@@ -63,6 +65,9 @@ from server.verification import (
     STEP_STORAGE,
     Checklist,
 )
+
+if TYPE_CHECKING:
+    from server.log.service import LogService
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,11 @@ class IngestService:
         self.decode_queue = decode_queue
         #: Called with (device id, signed receipt bytes) once a new receipt is committed; must not block.
         self.receipt_listeners: list[Callable[[str, bytes], None]] = []
+        # Transparency log (issue 7), set by server.app at start-up: receipts carry log_index and
+        # tree_size because the entry's leaf is appended in the transaction that accepts it.
+        self.log: LogService | None = None
+        # The integrity-duty access grant for reading stored bytes (server/services/access.py).
+        self.read_grant: AccessGrant | None = None
 
     def _receipted_now(self, device_id: str, receipt: bytes | None) -> None:
         if receipt is None:
@@ -129,6 +139,11 @@ class IngestService:
                 listener(device_id, receipt)
             except Exception:  # a receipt is already committed and returned over HTTP; never fail for this
                 log.exception("receipt listener failed")
+
+    def _grant(self) -> AccessGrant:
+        if self.read_grant is None:
+            raise RuntimeError("ingest has no access grant: the server did not start its access log")
+        return self.read_grant
 
     # -- (a) announce -----------------------------------------------------------------------
 
@@ -249,7 +264,7 @@ class IngestService:
             steps.add(STEP_CHAIN, *chain)
             steps.add(STEP_MEDIA, SKIPPED, "a recording event has no media")
             steps.add(STEP_STORAGE, SKIPPED, "a recording event has no bytes")
-            receipt = self._sign_receipt(entry.device_id, entry.seq, h, "", None, now)
+            receipt = await self._sign_receipt(conn, entry.device_id, entry.seq, h, "", None, now)
             await conn.execute(entries.update().where(entries.c.device_id == entry.device_id,
                                                       entries.c.seq == entry.seq).values(
                 state=ChunkState.VERIFIED.value, verified_ms=now, receipt=receipt, verification=steps.to_json()))
@@ -348,10 +363,19 @@ class IngestService:
                      "time_ms": time_ms}, now, device_id=entry.device_id, seq=entry.seq,
                     dedup_key=f"cert:{entry.device_id}:{entry.seq}")
 
-    def _sign_receipt(self, device_id: str, seq: int, h: str, key: str, stored_sha256: str | None,
-                      now: int) -> bytes:
+    async def _sign_receipt(self, conn: AsyncConnection, device_id: str, seq: int, h: str, key: str,
+                            stored_sha256: str | None, now: int) -> bytes:
+        # -- transparency log (issue 7): log the accepted entry in this transaction, last, so the
+        # sequencer lock is held only until the commit that follows.
+        log_index = tree_size = None
+        if self.log is not None:
+            appended = await self.log.append(conn, EntryLeaf(
+                v=1, leaf="entry", device_id=device_id, seq=seq, entry_hash=h, stored_sha256=stored_sha256,
+                time_ms=now), f"entry:{device_id}:{seq}")
+            log_index, tree_size = appended.index, appended.tree_size
+        # -- end transparency log
         receipt = Receipt(v=1, device_id=device_id, seq=seq, entry_hash=h, object_key=key,
-                          stored_sha256=stored_sha256, server_time_ms=now, log_index=None, tree_size=None,
+                          stored_sha256=stored_sha256, server_time_ms=now, log_index=log_index, tree_size=tree_size,
                           server_key_id=self.keyring.current.key_id)
         return self.keyring.sign(receipt).raw
 
@@ -430,7 +454,7 @@ class IngestService:
                 entries.c.device_id == device_id, entries.c.seq == seq - 1))).first()
         manifest = ChunkManifest.peek(Envelope.from_bytes(bytes(row.envelope)))
         steps = Checklist()
-        stored = await self.store.get(row.object_key)
+        stored = await self.store.get(row.object_key, self._grant())
         # (1)
         if stored is None:
             raise Conflict(f"the bytes of seq {seq} have not been uploaded yet", code="not_uploaded",
@@ -513,7 +537,8 @@ class IngestService:
                                    dedup_key=f"verify:{row.device_id}:{row.seq}:{actual}:{failed.number}")
             else:
                 state = advance(state, ChunkEvent.VERIFY)
-                receipt = self._sign_receipt(row.device_id, row.seq, row.entry_hash, row.object_key, actual, now)
+                receipt = await self._sign_receipt(conn, row.device_id, row.seq, row.entry_hash, row.object_key, actual,
+                                                   now)
                 await conn.execute(entries.update().where(where).values(
                     state=state.value, uploaded_ms=current.uploaded_ms or now, verified_ms=now,
                     stored_sha256=actual, receipt=receipt, verification=verification))
@@ -575,7 +600,7 @@ class IngestService:
                 entries.c.device_id == device_id, entries.c.seq == seq))).first()
         if row is None or row.decode is not None or row.object_key is None:
             return row is not None and row.decode == "ok"
-        stored = await self.store.get(row.object_key)
+        stored = await self.store.get(row.object_key, self._grant())
         error = None
         if stored is None:
             error = "object missing"

@@ -30,6 +30,7 @@ from server.db.database import Database
 from server.db.dialect import insert_ignore
 from server.db.schema import entries, replicas
 from server.storage.base import FootageStore, ObjectExists, StoreUnavailable
+from server.storage.grant import AccessGrant
 from server.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,13 @@ class ReplicationService:
         self.batch = batch
         # Keys that failed in this process are retried by the next process, not every round.
         self._failed: dict[str, str] = {}
+        #: This process's integrity-duty access grant (server/services/access.py), set before the first round.
+        self.read_grant: AccessGrant | None = None
+
+    def _grant(self) -> AccessGrant:
+        if self.read_grant is None:
+            raise RuntimeError("replication has no access grant: its access event was not recorded")
+        return self.read_grant
 
     async def pending(self, limit: int) -> list[Any]:
         """Verified chunks without a verified copy in the target, oldest verification first."""
@@ -118,7 +126,7 @@ class ReplicationService:
 
     async def _copy(self, row: Any) -> bool:
         # (1) the primary copy must still be the bytes the entry names
-        primary = await self.store.get(row.object_key)
+        primary = await self.store.get(row.object_key, self._grant())
         if primary is None:
             raise ValueError("the primary store has no object under this key")
         if hashlib.sha256(primary.data).hexdigest() != row.sha256 or len(primary.data) != row.size:
@@ -126,7 +134,7 @@ class ReplicationService:
         # (2) write once into the second store (the same bytes already there count)
         fresh = await self.target.put(row.object_key, primary.data, row.sha256)
         # (3) read the copy back and check it against the entry's sha256 and size
-        copy = await self.target.get(row.object_key)
+        copy = await self.target.get(row.object_key, self._grant())
         if copy is None:
             raise ValueError("the copy is not readable after writing it")
         if hashlib.sha256(copy.data).hexdigest() != row.sha256 or len(copy.data) != row.size:
@@ -168,6 +176,14 @@ async def run_replicator(config: ServerConfig, to: str, *, once: bool = False,
     try:
         await store.start()
         await service.start()
+        # Its reads are an integrity duty like the server's own: recorded (and logged) once per process.
+        from server.keyring import ServerKeyring
+        from server.log.service import LogService
+        from server.services.access import AccessService
+
+        log_service = LogService(db, clock, ServerKeyring(db, datadir.keys, clock), config.log)
+        await log_service.start()
+        service.read_grant = await AccessService(db, clock, log_service).duty_grant("replication")
         while True:
             done = await service.round()
             total.copied += done.copied

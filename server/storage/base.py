@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import Conflict
+from server.storage.grant import AccessGrant
 
 _KEY_RE = re.compile(r"(conflicts/)?[a-z2-7]{24}/[0-9]{12}/[0-9a-f]{64}")
 
@@ -100,8 +101,12 @@ class FootageStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def get(self, key: str) -> StoredObject | None:
-        """The object's bytes, or None when there is no object under ``key``."""
+    async def get(self, key: str, grant: AccessGrant) -> StoredObject | None:
+        """The object's bytes, or None when there is no object under ``key``.
+
+        ``grant`` is the access event that permits the read (server/storage/grant.py): footage is
+        never read without one. Implementations call ``require_grant(grant, key)`` before any I/O.
+        """
 
     async def seal(self, key: str) -> None:  # noqa: B027 - optional hook
         """Called once the object verified (local store: make the file read-only)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from server.storage.base import ContentMismatch, FootageStore, ObjectExists, StoredObject, UploadTarget, is_valid_key
+from server.storage.grant import AccessGrant, require_grant
 
 #: Route of the server's own upload endpoint (see server.routes).
 UPLOAD_PATH = "/api/v1/upload/"
@@ -113,8 +114,9 @@ class LocalStore(FootageStore):
             raise ObjectExists(f"a different body is already stored under {final.relative_to(self.root)}")
         return False
 
-    async def get(self, key: str) -> StoredObject | None:
-        """Read the whole file."""
+    async def get(self, key: str, grant: AccessGrant) -> StoredObject | None:
+        """Read the whole file (only under an access grant that covers ``key``)."""
+        require_grant(grant, key)
         path = self._path(key)
 
         def read() -> StoredObject | None:

@@ -31,6 +31,7 @@ from server.storage.base import (
     StoreUnavailable,
     UploadTarget,
 )
+from server.storage.grant import AccessGrant, require_grant
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -160,8 +161,9 @@ class S3Store(FootageStore):
                 return None
             raise StoreUnavailable(f"S3 refused the HEAD of {key}: {exc}") from exc
 
-    async def get(self, key: str) -> StoredObject | None:
-        """GET the object with its checksum and lock state."""
+    async def get(self, key: str, grant: AccessGrant) -> StoredObject | None:
+        """GET the object with its checksum and lock state (only under an access grant that covers ``key``)."""
+        require_grant(grant, key)
         try:
             obj = await self._call(self.client.get_object, Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:

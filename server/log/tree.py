@@ -1,0 +1,125 @@
+"""The Merkle tree in the database: the single sequencer, perfect-subtree nodes, roots and proofs.
+
+Appending happens inside the caller's write transaction (an entry is accepted and logged in one
+commit, or neither). The ``log_state`` row is the sequencer: on PostgreSQL appenders take its
+row lock (``SELECT ... FOR UPDATE``) and wait for each other however many server processes run;
+SQLite has one writer (and :class:`server.db.database.Database` queues writers), so the plain
+read is already serialized. The lock is taken as late as possible in a transaction and held
+until it commits: appending is the last thing an ingest transaction does.
+
+Hash arithmetic is :mod:`protocol.merkle`'s; this module only decides which perfect-subtree
+hashes to read. Proof shapes depend on sizes alone, so a first pass with a recording reader
+collects every (level, index) a proof needs and one query fetches them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from protocol.merkle import consistency_proof, inclusion_proof, leaf_hash, node_hash, root_hash
+from server.db.dialect import insert_ignore
+from server.db.schema import log_leaves, log_nodes, log_state
+
+T = TypeVar("T")
+Node = tuple[int, int]
+_ZERO = bytes(32)
+
+
+async def ensure_state(conn: AsyncConnection, now_ms: int) -> None:
+    """Create the sequencer row if this database has none yet (safe from several processes)."""
+    await insert_ignore(conn, log_state, {"id": 1, "size": 0, "updated_ms": now_ms}, ["id"])
+
+
+async def locked_size(conn: AsyncConnection) -> int:
+    """The tree size, with the sequencer lock held until the caller's transaction ends."""
+    stmt = sa.select(log_state.c.size).where(log_state.c.id == 1)
+    if conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    size = (await conn.execute(stmt)).scalar_one_or_none()
+    if size is None:
+        raise RuntimeError("log_state has no row: the log service did not start")
+    return int(size)
+
+
+async def current_size(conn: AsyncConnection) -> int:
+    """The committed tree size (no lock)."""
+    size = (await conn.execute(sa.select(log_state.c.size).where(log_state.c.id == 1))).scalar_one_or_none()
+    return int(size or 0)
+
+
+def _left_siblings(index: int) -> list[Node]:
+    """Nodes that appending leaf ``index`` combines with: one per trailing 1 bit of ``index``."""
+    out, level, i = [], 0, index
+    while i % 2 == 1:
+        out.append((level, i - 1))
+        level, i = level + 1, i // 2
+    return out
+
+
+async def append_leaf(conn: AsyncConnection, kind: str, subject: str, data: bytes, now_ms: int) -> tuple[int, bool]:
+    """Append leaf ``data`` about ``subject``; return (index, True), or (earlier index, False) if logged already."""
+    size = await locked_size(conn)
+    # Checked under the lock: two processes logging the same subject cannot both append it.
+    existing = (await conn.execute(sa.select(log_leaves.c.idx).where(log_leaves.c.subject == subject))).first()
+    if existing is not None:
+        return int(existing.idx), False
+    index = size
+    h = leaf_hash(data)
+    siblings = await read_nodes(conn, _left_siblings(index))
+    new_nodes = [{"level": 0, "idx": index, "hash": h}]
+    level, i, current = 0, index, h
+    while i % 2 == 1:
+        current = node_hash(siblings[(level, i - 1)], current)
+        level, i = level + 1, i // 2
+        new_nodes.append({"level": level, "idx": i, "hash": current})
+    await conn.execute(log_leaves.insert().values(idx=index, kind=kind, subject=subject, leaf=data,
+                                                  leaf_hash=h.hex(), created_ms=now_ms))
+    await conn.execute(log_nodes.insert(), new_nodes)
+    await conn.execute(log_state.update().where(log_state.c.id == 1).values(size=index + 1, updated_ms=now_ms))
+    return index, True
+
+
+async def read_nodes(conn: AsyncConnection, wanted: Iterable[Node]) -> dict[Node, bytes]:
+    """Perfect-subtree hashes by (level, index); raise when one is missing (a bug or a damaged database)."""
+    pairs = sorted(set(wanted))
+    out: dict[Node, bytes] = {}
+    for start in range(0, len(pairs), 500):
+        part = pairs[start:start + 500]
+        rows = (await conn.execute(sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
+            sa.tuple_(log_nodes.c.level, log_nodes.c.idx).in_(part)))).all()
+        out.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+    missing = [p for p in pairs if p not in out]
+    if missing:
+        raise RuntimeError(f"log nodes missing from the database: {missing[:5]}")
+    return out
+
+
+async def _with_nodes(conn: AsyncConnection, compute: Callable[[Callable[[int, int], bytes]], T]) -> T:
+    wanted: set[Node] = set()
+
+    def record(level: int, index: int) -> bytes:
+        wanted.add((level, index))
+        return _ZERO
+
+    compute(record)
+    nodes = await read_nodes(conn, wanted)
+    return compute(lambda level, index: nodes[(level, index)])
+
+
+async def tree_root(conn: AsyncConnection, size: int) -> bytes:
+    """Root hash of the first ``size`` leaves."""
+    return await _with_nodes(conn, lambda r: root_hash(r, size))
+
+
+async def tree_inclusion(conn: AsyncConnection, index: int, size: int) -> list[bytes]:
+    """Inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+    return await _with_nodes(conn, lambda r: inclusion_proof(r, index, size))
+
+
+async def tree_consistency(conn: AsyncConnection, size1: int, size2: int) -> list[bytes]:
+    """Consistency proof from ``size1`` to ``size2``."""
+    return await _with_nodes(conn, lambda r: consistency_proof(r, size1, size2))

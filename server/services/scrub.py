@@ -1,0 +1,181 @@
+"""The scrubber: re-verifies stored footage continuously, at a bounded rate, with a full decode.
+
+The receipt is what proves what should be there: for every receipted chunk, in (device, seq)
+order, the scrubber reads the object, compares its size and SHA-256 with the receipt's
+``stored_sha256``, and decodes every frame. A missing object is ``scrub.missing``, different
+bytes are ``scrub.mismatch``, a decode failure is ``media.decode_failed``; each is a finding and
+an error line in the server log. A cursor row in the database lets a restarted server (or another
+process) continue where the last round stopped, and a pass that reaches the end starts again.
+
+How much a round reads is a pure decision (:func:`plan_round`), tested without I/O: the rate
+(bytes per second) times the interval, at least one chunk so that a chunk larger than a round's
+budget is still checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from custody.clock import Clock
+from protocol import findings as F
+from protocol.envelope import Envelope
+from protocol.messages import Receipt
+from protocol.states import ChunkState
+from server.config import ScrubConfig
+from server.db.database import Database
+from server.db.dialect import insert_ignore
+from server.db.schema import entries, scrub_state
+from server.services.access import AccessService
+from server.services.findings import open_finding
+from server.storage.base import FootageStore
+from server.storage.grant import AccessGrant
+
+log = logging.getLogger(__name__)
+
+OK, MISMATCH, MISSING, UNDECODABLE = "ok", "mismatch", "missing", "decode_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A receipted chunk the scrubber may check next."""
+
+    device_id: str
+    seq: int
+    size: int
+
+
+def plan_round(candidates: Sequence[Candidate], budget_bytes: int) -> list[Candidate]:
+    """The chunks one round checks: in order, until the budget is spent (always at least one)."""
+    chosen: list[Candidate] = []
+    spent = 0
+    for c in candidates:
+        if chosen and spent + c.size > budget_bytes:
+            break
+        chosen.append(c)
+        spent += c.size
+    return chosen
+
+
+def decode_all_frames(data: bytes) -> int:
+    """Decode every video and audio frame; return the video frame count, or raise ValueError saying why."""
+    import av
+
+    frames = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
+            streams = [s for s in container.streams if s.type in ("video", "audio")]
+            for frame in container.decode(*streams):
+                if isinstance(frame, av.VideoFrame):
+                    frames += 1
+    except (av.FFmpegError, ValueError) as exc:
+        raise ValueError(f"decoding failed: {exc}") from exc
+    if frames == 0:
+        raise ValueError("no video frame decodes")
+    return frames
+
+
+@dataclass(slots=True)
+class ScrubReport:
+    """What one round did."""
+
+    checked: int = 0
+    bytes: int = 0
+    wrapped: bool = False
+    results: dict[str, str] = field(default_factory=dict)  # "device/seq" -> result
+
+
+class Scrubber:
+    """The periodic duty."""
+
+    def __init__(self, db: Database, clock: Clock, store: FootageStore, config: ScrubConfig,
+                 access: AccessService) -> None:
+        self.db = db
+        self.clock = clock
+        self.store = store
+        self.config = config
+        self.access = access
+        self._grant: AccessGrant | None = None
+
+    async def start(self) -> None:
+        """Record this process's integrity grant and make sure the cursor row exists."""
+        self._grant = await self.access.duty_grant("scrub")
+        async with self.db.write() as conn:
+            await insert_ignore(conn, scrub_state, {"id": 1, "device_id": None, "seq": None, "passes": 0,
+                                                    "bytes_checked": 0, "updated_ms": self.clock.now_ms()}, ["id"])
+
+    async def round(self) -> ScrubReport:
+        """One round of the periodic duty: rate x interval bytes."""
+        return await self.run_once(self.config.rate_bytes_per_s * self.config.interval_s)
+
+    async def run_once(self, budget_bytes: int) -> ScrubReport:
+        """Check the next chunks after the cursor within ``budget_bytes``."""
+        report = ScrubReport()
+        async with self.db.read() as conn:
+            cursor = (await conn.execute(sa.select(scrub_state).where(scrub_state.c.id == 1))).one()
+            stmt = sa.select(entries.c.device_id, entries.c.seq, entries.c.size).where(
+                entries.c.kind == "chunk", entries.c.state == ChunkState.VERIFIED.value)
+            if cursor.device_id is not None:
+                stmt = stmt.where(sa.tuple_(entries.c.device_id, entries.c.seq) > (cursor.device_id, cursor.seq))
+            rows = (await conn.execute(stmt.order_by(entries.c.device_id, entries.c.seq).limit(500))).all()
+        plan = plan_round([Candidate(r.device_id, r.seq, int(r.size or 0)) for r in rows], budget_bytes)
+        for c in plan:
+            result = await self.check(c.device_id, c.seq)
+            report.results[f"{c.device_id}/{c.seq}"] = result
+            report.checked += 1
+            report.bytes += c.size
+        last = plan[-1] if plan else None
+        report.wrapped = last is None or (len(rows) == len(plan) and len(rows) < 500)
+        async with self.db.write() as conn:
+            values: dict[str, Any] = {"bytes_checked": scrub_state.c.bytes_checked + report.bytes,
+                                      "updated_ms": self.clock.now_ms()}
+            if report.wrapped:  # the end of a pass: start again from the first chunk
+                values.update(device_id=None, seq=None, passes=scrub_state.c.passes + 1)
+            elif last is not None:
+                values.update(device_id=last.device_id, seq=last.seq)
+            await conn.execute(scrub_state.update().where(scrub_state.c.id == 1).values(**values))
+        return report
+
+    async def check(self, device_id: str, seq: int) -> str:
+        """Re-verify one receipted chunk against its receipt; record a finding when it fails."""
+        if self._grant is None:
+            raise RuntimeError("scrubber not started")
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(entries.c.object_key, entries.c.receipt, entries.c.size).where(
+                entries.c.device_id == device_id, entries.c.seq == seq))).one()
+        receipt = Receipt.peek(Envelope.from_bytes(bytes(row.receipt)))
+        expected = receipt.stored_sha256
+        stored = await self.store.get(row.object_key, self._grant)
+        result, detail, actual = OK, "", None
+        if stored is None:
+            result, detail = MISSING, f"no object under {row.object_key}"
+        else:
+            actual = await asyncio.to_thread(lambda: hashlib.sha256(stored.data).hexdigest())
+            if actual != expected or len(stored.data) != row.size:
+                result = MISMATCH
+                detail = f"stored bytes ({len(stored.data)} bytes) hash to {actual}; the receipt says {expected}"
+            elif self.config.decode:
+                try:
+                    await asyncio.to_thread(decode_all_frames, stored.data)
+                except ValueError as exc:
+                    result, detail = UNDECODABLE, str(exc)
+        if result != OK:
+            await self._finding(device_id, seq, result, detail, row.object_key, expected, actual)
+        return result
+
+    async def _finding(self, device_id: str, seq: int, result: str, detail: str, key: str, expected: str | None,
+                       actual: str | None) -> None:
+        code = {MISSING: F.SCRUB_MISSING, MISMATCH: F.SCRUB_MISMATCH, UNDECODABLE: F.MEDIA_DECODE_FAILED}[result]
+        log.error("SCRUB %s: device %s seq %s: %s", code.code, device_id, seq, detail)
+        async with self.db.write() as conn:
+            await open_finding(conn, code, device_id, f"seq {seq}: {detail}",
+                               {"seq": seq, "object_key": key, "receipt_sha256": expected, "stored_sha256": actual},
+                               self.clock.now_ms(), device_id=device_id, seq=seq,
+                               dedup_key=f"scrub:{result}:{device_id}:{seq}:{actual}")

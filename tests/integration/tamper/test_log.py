@@ -1,0 +1,61 @@
+"""The transparency log through the API: receipts carry their leaf, proofs verify with protocol/ alone."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from custody.clock import FakeClock
+from protocol.checkpoint import NoteVerifier, open_checkpoint
+from protocol.envelope import Envelope
+from protocol.leaves import EntryLeaf, parse_leaf
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
+from protocol.messages import Receipt
+from server.app import RunningServer
+from tests.integration.server.conftest import Api
+from tests.integration.tamper.conftest import record
+
+pytestmark = pytest.mark.integration
+
+
+def b64(items: list[str]) -> list[bytes]:
+    return [base64.b64decode(x) for x in items]
+
+
+async def test_receipts_are_in_the_log_and_proofs_verify(log_server: RunningServer, log_admin: Api,
+                                                         clock: FakeClock) -> None:
+    device = await log_admin.enroll(clock)
+    rec = await record(device, 3)
+    await log_server.services.log.checkpoint_round()
+    key = await log_admin.ok("GET", "/api/v1/log/key")
+    verifier = NoteVerifier.from_vkey(key["vkey"])
+    note = await log_admin.call("GET", "/api/v1/log/checkpoint", token=None)
+    assert note.status == 200 and note.headers["Content-Type"].startswith("text/plain")
+    cp, _ = open_checkpoint(note.body, verifier)
+    for seq in rec.seqs:
+        entry = (await log_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/{seq}"))
+        receipt = Receipt.peek(Envelope.from_bytes(entry["receipt"].encode()))
+        assert receipt.log_index is not None and receipt.tree_size == receipt.log_index + 1
+        proof = (await log_admin.call("GET", f"/api/v1/log/proof/inclusion?index={receipt.log_index}&size={cp.size}",
+                                      token=None)).json
+        leaf = parse_leaf(base64.b64decode(proof["leaf"]))
+        assert isinstance(leaf, EntryLeaf) and (leaf.device_id, leaf.seq) == (device.device_id, seq)
+        assert leaf.entry_hash == receipt.entry_hash and leaf.stored_sha256 == receipt.stored_sha256
+        verify_inclusion(receipt.log_index, cp.size, leaf_hash(base64.b64decode(proof["leaf"])), b64(proof["proof"]),
+                         cp.root)
+        by_hash = (await log_admin.call("GET", f"/api/v1/log/proof/inclusion?hash={proof['leaf_hash']}"
+                                               f"&size={cp.size}", token=None)).json
+        assert by_hash["index"] == receipt.log_index
+    # the tree grows; the new checkpoint is consistent with the old one
+    await record(device, 1, seed=2)
+    await log_server.services.log.checkpoint_round()
+    cp2, _ = open_checkpoint((await log_admin.call("GET", "/api/v1/log/checkpoint", token=None)).body, verifier)
+    assert cp2.size > cp.size
+    cons = (await log_admin.call("GET", f"/api/v1/log/proof/consistency?from={cp.size}&to={cp2.size}",
+                                 token=None)).json
+    verify_consistency(cp.size, cp2.size, b64(cons["proof"]), cp.root, cp2.root)
+    leaves = (await log_admin.call("GET", "/api/v1/log/leaves?start=0&end=1000", token=None)).json["leaves"]
+    assert len(leaves) == cp2.size
+    kinds = {x["kind"] for x in leaves}
+    assert {"entry", "access", "key"} <= kinds  # duty grants are access leaves; keys are logged by the round

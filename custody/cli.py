@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "server.cli",
     "server.cases_cli",
     "custody.verify",
+    "custody.export",
+    "custody.witness",
     "simulators.cli",
 )
 

@@ -189,7 +189,8 @@ def witness_round(server: Server, state: WitnessState, name: str, key: SigningKe
             where = state.keep_fork(previous, own_bytes, detail)
             try:
                 server.request("POST", "/api/v1/log/forks", json.dumps(
-                    {"first": previous.decode(), "second": own_bytes.decode(), "reporter": name}).encode())
+                    {"first": base64.b64encode(previous).decode(), "second": base64.b64encode(own_bytes).decode(),
+                     "reporter": name}).encode())
             except WitnessError as exc:
                 log.error("could not tell the server about the fork: %s", exc.message)
             raise ForkDetected(f"LOG FORK: {detail}; both checkpoints kept in {where}")

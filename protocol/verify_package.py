@@ -316,7 +316,7 @@ def verify_package(files: PackageFiles, trusted: TrustedKey, *, checkpoints: Seq
             cosigners = [sig.name for sig in note.signatures if sig.name != origin]
             s[4].notes.append(f"log {origin!r}, size {cp.size}, root {cp.root.hex()[:16]}…; "
                               f"cosigned by {', '.join(cosigners) or 'no witness yet'}")
-            _check_cosignatures(files, note, s[4])
+            _check_cosignatures(files, note, s[4], "the checkpoint")
         except CustodyError as exc:
             s[4].fail(f"{CHECKPOINT}: {_err(exc)}")
     if s[4].status == FAIL:
@@ -551,7 +551,7 @@ def _expected_files(index: ExportIndex, names: Iterable[str]) -> set[str]:
     return out
 
 
-def _check_cosignatures(files: PackageFiles, note: SignedNote, step: Step) -> None:
+def _check_cosignatures(files: PackageFiles, note: SignedNote, step: Step, label: str) -> None:
     """Cosignatures by the package's listed witnesses must verify (an invalid one is a failure)."""
     raw = _read(files, "log/witnesses.json")
     if raw is None:
@@ -566,9 +566,9 @@ def _check_cosignatures(files: PackageFiles, note: SignedNote, step: Step) -> No
         if any(sig.name == v.name for sig in note.signatures):
             try:
                 timestamp = note.verify(v)
-                step.notes.append(f"cosignature by {v.name} verifies (time {timestamp})")
+                step.notes.append(f"{label}: cosignature by {v.name} verifies (time {timestamp})")
             except CustodyError as exc:
-                step.fail(f"cosignature by {v.name}: {_err(exc)}")
+                step.fail(f"{label}: cosignature by {v.name}: {_err(exc)}")
 
 
 def _open_log_note(data: bytes, origin: str, history: dict[str, VerifyKey]) -> Checkpoint:
@@ -606,6 +606,7 @@ def _check_consistency(files: PackageFiles, names: set[str], cp: Checkpoint, ori
                                  f"{old.size} and {cp.size}")
             verify_consistency(old.size, cp.size, proof.proof, old.root, cp.root)
             earlier[old.size] = old
+            _check_cosignatures(files, SignedNote.parse(note), step, f"checkpoint {old.size}")
         except (CustodyError, KeyError) as exc:
             step.fail(f"{name}: {_err(exc)}")
     for i, data in enumerate(extra_proofs):

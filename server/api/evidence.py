@@ -9,6 +9,8 @@ and reads the store only with the grant it returns; such routes are marked ``foo
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 import tempfile
@@ -81,7 +83,11 @@ async def log_cosign(ctx: Ctx) -> web.StreamResponse:
 async def log_fork(ctx: Ctx) -> web.StreamResponse:
     """Report two checkpoints of this log that cannot both be its history (authenticated by the log's own key)."""
     b = ctx.body
-    return _ok(await ctx.services.log.report_fork(b["first"], b["second"], b.get("reporter") or "anonymous"))
+    try:
+        first, second = (base64.b64decode(b[k], validate=True).decode("utf-8") for k in ("first", "second"))
+    except (binascii.Error, ValueError):
+        raise BadRequest("first and second must be base64 of checkpoint notes", code="bad_value") from None
+    return _ok(await ctx.services.log.report_fork(first, second, b.get("reporter") or "anonymous"))
 
 
 async def witnesses_list(ctx: Ctx) -> web.StreamResponse:

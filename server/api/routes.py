@@ -125,8 +125,9 @@ WITNESS_ADD = Body("WitnessAdd", {
     "vkey": F("string", "the witness's cosignature/v1 verifier key (name+hash+key)", max_len=300),
 })
 FORK_REPORT = Body("ForkReport", {
-    "first": F("string", "a checkpoint note signed by this log", max_len=16384),
-    "second": F("string", "another checkpoint note signed by this log, inconsistent with the first", max_len=16384),
+    "first": F("string", "a checkpoint note signed by this log, base64", max_len=32768),
+    "second": F("string", "another checkpoint note signed by this log, inconsistent with the first, base64",
+                max_len=32768),
     "reporter": F("string", "who reports (a witness name)", required=False, nullable=True, max_len=100),
 })
 EXPORT = Body("Export", {

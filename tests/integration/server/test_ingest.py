@@ -68,8 +68,9 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     assert receipt.entry_hash == env.hash.hex()
     assert receipt.object_key == f"{device.device_id}/000000000001/" \
         f"{receipt.stored_sha256}"
-    assert receipt.log_index is None
-    assert receipt.tree_size is None
+    # The entry's leaf is appended in the transaction that accepts it (transparency log).
+    assert receipt.log_index is not None
+    assert receipt.tree_size == receipt.log_index + 1
 
     # Idempotent: the same chunk again gets the very same receipt, by either door.
     again = await device.verify(1)
@@ -82,7 +83,9 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     stop = await device.announce(device.event("stop"))
     assert stop.json["state"] == "verified"
     # Stored bytes are what was sent; the local store made the file read-only.
-    stored = await any_server.services.store.get(receipt.object_key)
+    grant = any_server.services.ingest.read_grant
+    assert grant is not None
+    stored = await any_server.services.store.get(receipt.object_key, grant)
     assert stored is not None
     assert stored.data == chunk.data
     if any_server.services.store.kind == "local":
@@ -143,12 +146,14 @@ async def test_conflicting_body_for_a_used_seq_is_refused_and_kept_aside(any_ser
     evidence = reply.json["evidence_upload"]
     put = await device.put(evidence, other.data)
     assert put.status in (200, 201), put.body
+    grant = any_server.services.ingest.read_grant
+    assert grant is not None
     kept = await any_server.services.store.get(f"conflicts/{device.device_id}/000000000001/"
-                                               f"{hashlib.sha256(other.data).hexdigest()}")
+                                               f"{hashlib.sha256(other.data).hexdigest()}", grant)
     assert kept is not None
     assert kept.data == other.data
     original_key = f"{device.device_id}/000000000001/{hashlib.sha256(original.data).hexdigest()}"
-    stored = await any_server.services.store.get(original_key)
+    stored = await any_server.services.store.get(original_key, grant)
     assert stored is not None
     assert stored.data == original.data
     entry = await any_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/1")

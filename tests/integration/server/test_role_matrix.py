@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from custody.clock import FakeClock
+from protocol.checkpoint import SIG_COSIGNATURE_V1, NoteVerifier
 from protocol.keys import SigningKey
 from server.api.routes import ROUTES
 from server.app import RunningServer
@@ -87,10 +88,22 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     # start/stop/select_step; supervisors only live view (finer rules: test_commands.py).
     ("POST", "/api/v1/devices/{device_id}/commands"): {A, D, OF, S},
     ("GET", "/api/v1/devices/{device_id}/commands"): {A, D, S, U, OF},
+    # transparency log, access log, footage (issue 7): footage is read by those who work with evidence,
+    # not by device admins (fleet health) nor officers; the access log is for supervisors and auditors.
+    ("GET", "/api/v1/log/witnesses"): {A, D, S, U, C, L},
+    ("POST", "/api/v1/log/witnesses"): {A},
+    ("GET", "/api/v1/access-log"): {A, S, U},
+    ("GET", "/api/v1/devices/{device_id}/entries/{seq}/footage"): {A, C, S, L, U},
+    ("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/mp4"): {A, C, S, L, U},
+    ("POST", "/api/v1/exports"): {A, C, S, L, U},
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
-                  ("POST", "/api/v1/enroll"): "enrollment token", ("PUT", "/api/v1/upload/{key}"): "upload URL"}
+                  ("POST", "/api/v1/enroll"): "enrollment token", ("PUT", "/api/v1/upload/{key}"): "upload URL",
+                  ("GET", "/api/v1/log/checkpoint"): "public", ("GET", "/api/v1/log/key"): "public",
+                  ("GET", "/api/v1/log/proof/inclusion"): "public", ("GET", "/api/v1/log/proof/consistency"): "public",
+                  ("GET", "/api/v1/log/leaves"): "public", ("POST", "/api/v1/log/forks"): "public (self-proving)",
+                  ("POST", "/api/v1/log/cosignatures"): "a registered witness's cosignature"}
 
 
 def test_the_table_covers_every_route() -> None:
@@ -107,9 +120,11 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
                                                 "cert_expires_ms": clock.now_ms() + 365 * day})
     target = await admin.enroll(clock)  # the device that people's requests are about
     await target.announce(target.event("start"))
+    await target.deliver()  # seq 1: a verified chunk, for the footage routes
     device = await admin.enroll(clock)  # the device that makes the device-role calls
     await device.announce(device.event("start"))
     counter = itertools.count()
+    witness_vkey = NoteVerifier("matrix-witness", SigningKey.generate().public, SIG_COSIGNATURE_V1).vkey()
     assert victim.token
     handler = "matrix-case-handler"
     case_id = (await admin.ok("POST", "/api/v1/cases", {"number": "M-0", "category": "penalty", "title": "t",
@@ -141,10 +156,17 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
             ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/links/{link_id}/unlink"): {"reason": "r"},
             ("POST", "/api/v1/cases/{case_id}/steps/{step_id}/signoff"): {"opinion": "o"},
             ("POST", "/api/v1/policy"): {"text": policy_text},
+            ("POST", "/api/v1/log/witnesses"): {"vkey": witness_vkey},
+            ("POST", "/api/v1/exports"): {"reason": "role matrix", "recordings": f"{target.device_id}/"
+                                                                                f"{target.recording_id}"},
         }
         return bodies.get((method, path))
 
     def concrete(path: str) -> str:
+        if path.endswith("/footage"):
+            return f"/api/v1/devices/{target.device_id}/entries/1/footage?reason=role+matrix"
+        if path.endswith("/mp4"):
+            return f"/api/v1/devices/{target.device_id}/recordings/{target.recording_id}/mp4?reason=role+matrix"
         return (path.replace("{name}", "victim").replace("{token_id}", victim_token)
                 .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0")
                 .replace("{case_id}", str(case_id)).replace("{step_id}", "m-step").replace("{link_id}", str(link_id))

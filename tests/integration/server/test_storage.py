@@ -17,10 +17,12 @@ from server.config import S3Config, Secret
 from server.storage.base import FootageStore, ObjectExists, object_key
 from server.storage.local import LocalStore
 from server.storage.s3 import S3Store
+from tests.helpers.grants import store_test_grant
 from tests.services.s3 import LocalStackS3
 
 pytestmark = pytest.mark.integration
 
+GRANT = store_test_grant()
 DEVICE = "a" * 24
 
 
@@ -46,13 +48,13 @@ async def test_write_once(store: FootageStore) -> None:
     data = os.urandom(5000)
     sha = hashlib.sha256(data).hexdigest()
     key = object_key(DEVICE, 7, sha)
-    assert await store.get(key) is None
+    assert await store.get(key, GRANT) is None
     assert await store.put(key, data, sha) is True
     assert await store.put(key, data, sha) is False  # same bytes again: nothing written
     other = os.urandom(5000)
     with pytest.raises((ObjectExists, ValueError)):
         await store.put(key, other, sha)  # bytes that do not match their hash never land
-    got = await store.get(key)
+    got = await store.get(key, GRANT)
     assert got is not None
     assert got.data == data
     await store.seal(key)
@@ -61,7 +63,7 @@ async def test_write_once(store: FootageStore) -> None:
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
         assert not list((store.root / ".staging").iterdir())
         with pytest.raises(ValueError):
-            await store.get("../" + key)
+            await store.get("../" + key, GRANT)
     else:
         assert got.lock_mode == "COMPLIANCE"
         assert got.store_sha256 == sha
@@ -88,13 +90,13 @@ async def test_s3_enforces_lock_checksum_and_signed_headers(s3: LocalStackS3, s3
                 assert r.status == 403
             async with s.put(target.url, data=data, headers=target.headers) as r:
                 assert r.status == 200, await r.read()
-        stored = await store.get(key)
+        stored = await store.get(key, GRANT)
         assert stored is not None
         assert stored.data == data
         assert stored.lock_mode == "COMPLIANCE"
         versions = store.client.list_object_versions(Bucket=store.bucket, Prefix=key)["Versions"]
         with pytest.raises(ClientError):
             store.client.delete_object(Bucket=store.bucket, Key=key, VersionId=versions[0]["VersionId"])
-        assert (await store.get(key)) is not None
+        assert (await store.get(key, GRANT)) is not None
     finally:
         await store.close()

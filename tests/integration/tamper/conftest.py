@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -44,7 +45,8 @@ async def record(device: SimDevice, chunks: int, *, seed: int = 0) -> Recorded:
 @pytest.fixture
 async def log_server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServer]:
     """A server on SQLite and the local store, with the background scrubber off (tests drive it)."""
-    srv = await start_server(server_config(tmp_path / "data", **{"scrub.enabled": False}), clock)
+    overrides: dict[str, Any] = {"scrub.enabled": False}
+    srv = await start_server(server_config(tmp_path / "data", **overrides), clock)
     yield srv
     await srv.stop()
 

@@ -16,6 +16,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -88,7 +89,8 @@ async def build(tmp: Path) -> Built:
     """Record, witness, export; then fork the log and export from one branch."""
     clock = FakeClock(start_ms=time.time_ns() // 1_000_000)
     data = tmp / "data"
-    cfg = server_config(data, **{"scrub.enabled": False, "log.checkpoint_interval_s": 3600})
+    quiet: dict[str, Any] = {"scrub.enabled": False, "log.checkpoint_interval_s": 3600}
+    cfg = server_config(data, **quiet)
     async with aiohttp.ClientSession() as session:
         srv = await start_server(cfg, clock)
         try:
@@ -119,8 +121,7 @@ async def build(tmp: Path) -> Built:
         with contextlib.suppress(FileNotFoundError):
             (other / "server.json").unlink()
         srv_a = await start_server(cfg, clock)
-        srv_b = await start_server(server_config(other, **{"scrub.enabled": False,
-                                                            "log.checkpoint_interval_s": 3600}), clock)
+        srv_b = await start_server(server_config(other, **quiet), clock)
         try:
             admin_a, admin_b = await _admin(srv_a, session), await _admin(srv_b, session)
             dev_a = SimDevice(srv_a.url, session, clock, key=a.key)

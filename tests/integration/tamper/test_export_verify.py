@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def delete_entry(f: Files, dev: str, seq: int) -> None:
         f.pop(path(dev, seq), None)
 
 
-def repayload(env_bytes: bytes, change: Callable[[dict], None]) -> bytes:
+def repayload(env_bytes: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
     """An envelope whose payload was edited but whose signature was kept."""
     env = parse_canonical(env_bytes)
     payload = parse_canonical(b64d(env["payload"]))
@@ -74,7 +75,7 @@ def repayload(env_bytes: bytes, change: Callable[[dict], None]) -> bytes:
     return canonical_bytes(env)
 
 
-def resign(env_bytes: bytes, key: SigningKey, change: Callable[[dict], None] | None = None) -> bytes:
+def resign(env_bytes: bytes, key: SigningKey, change: Callable[[dict[str, Any]], None] | None = None) -> bytes:
     """An envelope re-signed with another key (payload optionally edited)."""
     env = Envelope.from_bytes(env_bytes)
     payload = parse_canonical(env.payload)
@@ -83,7 +84,7 @@ def resign(env_bytes: bytes, key: SigningKey, change: Callable[[dict], None] | N
     return Envelope.sign(env.payload_type, canonical_bytes(payload), key).raw
 
 
-def edit_json(data: bytes, change: Callable[[dict], None]) -> bytes:
+def edit_json(data: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
     obj = json.loads(data)
     change(obj)
     return json.dumps(obj).encode()
@@ -155,7 +156,7 @@ def tampers(b: Built) -> dict[str, tuple[Callable[[Files], None], int, str]]:
                                         lambda p: p.update(server_key_id=impostor.key_id))
 
     def proof_altered(f: Files) -> None:
-        def change(p: dict) -> None:
+        def change(p: dict[str, Any]) -> None:
             h = base64.b64decode(p["proof"][0])
             p["proof"][0] = base64.b64encode(flip(h, 0)).decode()
         f[proof_path(a, c1)] = edit_json(f[proof_path(a, c1)], change)
@@ -207,7 +208,7 @@ def tampers(b: Built) -> dict[str, tuple[Callable[[Files], None], int, str]]:
     def consistency_proof_altered(f: Files) -> None:
         name = next(n for n in f if n.startswith("log/consistency/"))
 
-        def change(p: dict) -> None:
+        def change(p: dict[str, Any]) -> None:
             p["proof"][-1] = base64.b64encode(flip(base64.b64decode(p["proof"][-1]), 3)).decode()
         f[name] = edit_json(f[name], change)
 

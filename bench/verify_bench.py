@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from custody.cli import main as cli_main  # noqa: E402
-from custody.clock import FakeClock  # noqa: E402
-from server.app import start_server  # noqa: E402
-from tests.helpers.media import make_chunk  # noqa: E402
-from tests.integration.server.conftest import Api, server_config  # noqa: E402
+from custody.cli import main as cli_main
+from custody.clock import FakeClock
+from server.app import start_server
+from tests.helpers.media import make_chunk
+from tests.integration.server.conftest import Api, server_config
 
 CUSTODY = str(Path(sys.executable).with_name("custody"))
 

@@ -15,8 +15,8 @@ from server.app import RunningServer, start_server
 from tests.helpers.device import SimDevice
 from tests.helpers.media import make_chunk
 from tests.integration.server.conftest import Api, server_config
-
-pytest_plugins = ["tests.integration.server.conftest"]
+from tests.integration.server.conftest import clock as clock  # the same fixtures as the server tests
+from tests.integration.server.conftest import session as session
 
 
 @dataclass

@@ -4,9 +4,9 @@ Like every command acting on a running service it goes through the HTTP API (``-
 --token T``, the environment, or ``--data-dir``), so the export is authorized by a role and
 recorded in the access log like any other read of footage. A progress bar goes to stderr.
 
-Cases are being built on another branch: until the server resolves a case to its recordings,
-name them with ``--recording DEVICE/RECORDING`` or ``--device ID [--from-seq A] [--to-seq B]``;
-``CASE`` then only labels the export (and with ``--step``, the recordings' link to that step).
+``CASE`` (a case id) exports every recording linked to the case's steps, the links and the case's
+audit report; ``--recording DEVICE/RECORDING`` and ``--device ID [--from-seq A] [--to-seq B]``
+add footage (or, without a case, are the whole selection).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def register(sub: Sub) -> None:
                        description="Export footage with everything needed to verify it offline: original chunks, "
                                    "a playable MP4 per recording, entries, certificates, receipts, log proofs, a "
                                    "checkpoint, the key history, the audit report and the access-log excerpt.")
-    p.add_argument("case", nargs="?", help="case id (labels the export; see --recording until cases land)")
+    p.add_argument("case", nargs="?", type=int, help="case id: its linked recordings, links and audit report")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the .zip")
     p.add_argument("--reason", required=True, help="why the footage is exported (recorded in the access log)")
     p.add_argument("--recording", action="append", default=[], metavar="DEVICE/RECORDING",
@@ -40,7 +40,6 @@ def register(sub: Sub) -> None:
     p.add_argument("--device", help="export this device's recordings in a sequence range")
     p.add_argument("--from-seq", type=int)
     p.add_argument("--to-seq", type=int)
-    p.add_argument("--step", help="case step the named recordings are linked to")
     p.add_argument("--server", help="API base URL")
     p.add_argument("--token", help="API token")
     p.add_argument("--data-dir", help="data dir of a local server")
@@ -66,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from server.client import ApiError, resolve_client
 
     client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
-    if not args.recording and not args.device:
-        raise ApiError("say what to export: --recording DEVICE/RECORDING ... or --device ID (exporting a whole case "
-                       "needs the cases service)", code="nothing_to_export")
-    body: dict[str, Any] = {"reason": args.reason, "case_id": args.case, "step_id": args.step,
+    if args.case is None and not args.recording and not args.device:
+        raise ApiError("say what to export: CASE, --recording DEVICE/RECORDING ... or --device ID",
+                       code="nothing_to_export")
+    body: dict[str, Any] = {"reason": args.reason, "case_id": args.case,
                             "recordings": ",".join(args.recording) or None, "device_id": args.device,
                             "from_seq": args.from_seq, "to_seq": args.to_seq}
     req = urllib.request.Request(  # noqa: S310 - the URL is the operator's API

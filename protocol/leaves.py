@@ -124,23 +124,29 @@ class AccessLeaf(Leaf):
 
 @dataclass(frozen=True, slots=True)
 class LinkLeaf(Leaf):
-    """A recording linked to (or unlinked from) a case step."""
+    """A recording (or a device-clock range of it: ``from_ms``..``until_ms``) linked to or unlinked from a case step."""
 
     KIND: ClassVar[str] = "link"
 
     v: int
     leaf: str
+    link_id: int
     action: str
     case_id: str
     step_id: str
     device_id: str
     recording_id: str
+    from_ms: int | None
+    until_ms: int | None
     principal: str
     time_ms: int
 
     def _check(self) -> None:
         check_range("v", self.v, 1, 1)
         self._check_kind()
+        check_range("link_id", self.link_id, 1)
+        check_time("from_ms", self.from_ms, optional=True)
+        check_time("until_ms", self.until_ms, optional=True)
         check_one_of("action", self.action, LINK_ACTIONS)
         check_id("case_id", self.case_id)
         check_id("step_id", self.step_id)

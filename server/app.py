@@ -104,7 +104,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         log=log_service,
         access=access,
         scrubber=Scrubber(db, clock, store, config.scrub, access),
-        exports=ExportService(db, clock, keyring, store, log_service, access, config.log),
+        exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -133,6 +133,7 @@ async def _startup(app: web.Application) -> None:
     # Transparency log and access log (issue 7): before anything can accept an entry or read footage.
     await s.log.start()
     s.ingest.log = s.log
+    s.cases.link_event_hooks.append(s.log.on_link_event)
     s.ingest.read_grant = await s.access.duty_grant("ingest")
     await s.scrubber.start()
     issued = await s.accounts.bootstrap_admin()

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from protocol.package import IndexLink
 from server.db.schema import entries
 from server.errors import BadRequest, Conflict, NotFound
 from server.services.access import Reader, check_reason
@@ -175,14 +174,14 @@ async def export_package(ctx: Ctx) -> web.StreamResponse:
             raise BadRequest(f"recording {item!r} is not DEVICE/RECORDING", code="bad_value")
         dev, rec = item.split("/", 1)
         refs.append(RecordingRef(dev, rec))
-    if b.get("case_id") is not None and not (refs or b.get("device_id")):
-        # Seam: cases (branch cases-audit) resolve a case to recordings, links and an audit report.
-        raise BadRequest("exporting by case needs the cases service; name recordings or a device range",
-                         code="cases_unavailable")
-    req = ExportRequest(reason=check_reason(b.get("reason")), recordings=refs, device_id=b.get("device_id"),
-                        from_seq=b.get("from_seq"), to_seq=b.get("to_seq"), case_id=b.get("case_id"),
-                        links=[IndexLink(b["case_id"], b["step_id"], r.device_id, r.recording_id)
-                               for r in refs] if b.get("case_id") and b.get("step_id") else [])
+    reason = check_reason(b.get("reason"))
+    if b.get("case_id") is not None:
+        # A case: its linked recordings, its links and its audit report (plus any recordings named).
+        req = await ctx.services.exports.case_request(b["case_id"], reason, refs)
+        req.device_id, req.from_seq, req.to_seq = b.get("device_id"), b.get("from_seq"), b.get("to_seq")
+    else:
+        req = ExportRequest(reason=reason, recordings=refs, device_id=b.get("device_id"),
+                            from_seq=b.get("from_seq"), to_seq=b.get("to_seq"))
     if req.device_id is None and (req.from_seq is not None or req.to_seq is not None):
         raise BadRequest("from_seq and to_seq need device_id", code="missing_field")
     with tempfile.TemporaryFile() as tmp:

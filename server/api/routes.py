@@ -139,10 +139,8 @@ EXPORT = Body("Export", {
     "from_seq": F("integer", "first sequence number of the range", required=False, nullable=True, lo=0,
                   hi=2**53 - 1),
     "to_seq": F("integer", "last sequence number of the range", required=False, nullable=True, lo=0, hi=2**53 - 1),
-    "case_id": F("string", "the case the export is for", required=False, nullable=True,
-                 pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64),
-    "step_id": F("string", "the case step the named recordings are linked to", required=False, nullable=True,
-                 pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64),
+    "case_id": F("integer", "a case: its linked recordings, links and audit report", required=False,
+                 nullable=True, lo=1, hi=2**31 - 1),
 })
 
 

@@ -38,17 +38,19 @@ from protocol.checkpoint import (
 )
 from protocol.errors import ProofError
 from protocol.keys import VerifyKey
-from protocol.leaves import AnyLeaf, KeyLeaf
+from protocol.leaves import AnyLeaf, KeyLeaf, LinkLeaf
 from server.config import LogConfig
 from server.db.database import Database
 from server.db.schema import (
     device_keys,
     device_states,
+    link_events,
     log_checkpoints,
     log_cosignatures,
     log_leaves,
     log_witnesses,
     server_keys,
+    users,
 )
 from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.keyring import ServerKeyring
@@ -127,6 +129,26 @@ class LogService:
         """Append ``leaf`` in a transaction of its own."""
         async with self.db.write() as conn:
             return await self.append(conn, leaf, subject)
+
+    async def opaque_principal(self, conn: AsyncConnection, actor: str) -> str:
+        """The id a leaf carries for ``actor``: ``user:NAME`` becomes ``user:<number>`` (no names in the log)."""
+        kind, _, name = actor.partition(":")
+        if kind == "user":
+            uid = (await conn.execute(sa.select(users.c.id).where(users.c.name == name))).scalar_one_or_none()
+            return f"user:{uid}" if uid is not None else "user:unknown"
+        return actor if len(actor) <= 64 and actor.replace(":", "").replace("-", "").isalnum() else "system"
+
+    async def on_link_event(self, conn: AsyncConnection, event: dict[str, Any]) -> None:
+        """The cases service's hook: log a link or unlink in the transaction that records it."""
+        leaf = LinkLeaf(v=1, leaf="link", link_id=int(event["link_id"]), action=event["action"],
+                        case_id=str(event["case_id"]), step_id=event["step_id"], device_id=event["device_id"],
+                        recording_id=event["recording_id"], from_ms=event.get("from_ms"),
+                        until_ms=event.get("until_ms"), principal=await self.opaque_principal(conn, event["actor"]),
+                        time_ms=event["time_ms"])
+        appended = await self.append(conn, leaf, f"link-event:{event['id']}")
+        await conn.execute(link_events.update().where(link_events.c.id == event["id"]).values(
+            log_index=appended.index))
+        event["log_index"] = appended.index
 
     async def log_key_events(self, limit: int = 1000) -> int:
         """Log server keys, device keys and device state changes not logged yet; return how many."""

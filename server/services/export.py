@@ -5,10 +5,10 @@ ZIP whose layout protocol/package.py defines. The export is an access like any o
 event (who, why, which objects) is logged first, then a fresh checkpoint is signed so that the
 package proves every entry and the export's own access against one tree head.
 
-Cases are built on another branch (cases-audit). Until its service is on main, a request names
-recordings directly (device and sequence range, or device and recording ids) and may carry the
-case's links and audit report as metadata; :meth:`ExportService.build` is the seam the case
-service will call with a case's recordings, links and audit report.
+A case export (:meth:`ExportService.case_request`) takes the case's current links (from the cases
+service: every recording linked to one of its steps, not unlinked) and the case's audit report;
+a request may also name recordings directly (device and sequence range, or device and recording
+ids), e.g. footage not linked to any case.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import secrets
 import zipfile
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -56,13 +56,17 @@ from protocol.package import (
 )
 from server.config import LogConfig
 from server.db.database import Database
-from server.db.schema import device_keys, devices, entries, findings
+from server.db.schema import case_steps, cases, device_keys, devices, entries, findings, step_links
 from server.errors import BadRequest, Conflict, NotFound
 from server.keyring import ServerKeyring
 from server.log.service import LogService
 from server.services.access import AccessService, Reader
 from server.services.findings import finding_json
 from server.storage.base import FootageStore
+
+if TYPE_CHECKING:
+    from server.services.audit import AuditService
+    from server.services.cases import CasesService
 
 MAX_RECORDINGS = 1000
 
@@ -104,7 +108,10 @@ class ExportService:
     """Builds export packages."""
 
     def __init__(self, db: Database, clock: Clock, keyring: ServerKeyring, store: FootageStore, log: LogService,
-                 access: AccessService, config: LogConfig) -> None:
+                 access: AccessService, config: LogConfig, *, cases: CasesService | None = None,
+                 audit: AuditService | None = None) -> None:
+        self.cases = cases
+        self.audit = audit
         self.db = db
         self.clock = clock
         self.keyring = keyring
@@ -112,6 +119,25 @@ class ExportService:
         self.log = log
         self.access = access
         self.config = config
+
+    async def case_request(self, case_id: int, reason: str, recordings: list[RecordingRef]) -> ExportRequest:
+        """An export of a case: its linked recordings (plus ``recordings``), its links and its audit report."""
+        if self.cases is None or self.audit is None:
+            raise BadRequest("this server has no cases service", code="cases_unavailable")
+        from server.services.audit import AuditFilters
+
+        await self.cases.sync_auto_links()  # links the devices asked for, as the audit sees them
+        async with self.db.read() as conn:
+            if (await conn.execute(sa.select(cases.c.id).where(cases.c.id == case_id))).first() is None:
+                raise NotFound(f"no case {case_id}", code="unknown_case")
+            rows = (await conn.execute(sa.select(step_links.c.step_id, step_links.c.device_id,
+                                                 step_links.c.recording_id).join(
+                case_steps, case_steps.c.id == step_links.c.step_id).where(
+                case_steps.c.case_id == case_id, step_links.c.removed_ms.is_(None)).order_by(
+                step_links.c.id))).all()
+        links = list(dict.fromkeys(IndexLink(str(case_id), r.step_id, r.device_id, r.recording_id) for r in rows))
+        report = await self.audit.run(AuditFilters(case_id=case_id))
+        return ExportRequest(reason=reason, recordings=recordings, case_id=str(case_id), links=links, audit=report)
 
     async def _resolve(self, req: ExportRequest) -> dict[str, set[str]]:
         """Recording ids per device."""

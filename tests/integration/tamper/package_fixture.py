@@ -75,14 +75,29 @@ async def _admin(srv: RunningServer, session: aiohttp.ClientSession) -> Api:
     return Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
 
 
-def _export(srv: RunningServer, out: Path, recordings: list[Recorded], step: str | None = None) -> int:
-    args = ["-q", "export", "CASE-1", "-o", str(out), "--reason", "court review of case 1", "--no-progress",
+def _export(srv: RunningServer, out: Path, recordings: list[Recorded], case_id: int | None = None) -> int:
+    args = ["-q", "export", "-o", str(out), "--reason", "court review of case 1", "--no-progress",
             "--data-dir", str(srv.services.datadir.root)]
+    if case_id is not None:
+        args.insert(2, str(case_id))
     for r in recordings:
         args += ["--recording", f"{r.device.device_id}/{r.recording_id}"]
-    if step:
-        args += ["--step", step]
     return cli_main(args)
+
+
+async def _case(admin: Api, recordings: list[Recorded]) -> int:
+    """A case with two steps; recordings 1 and 2 document the first, recording 3 the second."""
+    await admin.user("handler", "case_handler")
+    case_id = int((await admin.ok("POST", "/api/v1/cases", {"number": "T-1", "category": "inspection",
+                                                             "title": "market inspection", "handler": "handler"}))[
+        "id"])
+    for step in ("s-inspect", "s-evidence"):
+        await admin.ok("POST", f"/api/v1/cases/{case_id}/steps", {"id": step, "stage": "investigation",
+                                                                  "activity": "other"})
+    for r, step in zip(recordings, ("s-inspect", "s-inspect", "s-evidence"), strict=True):
+        await admin.ok("POST", f"/api/v1/cases/{case_id}/steps/{step}/links", {
+            "device_id": r.device.device_id, "recording_id": r.recording_id, "reason": "this is the inspection"})
+    return case_id
 
 
 async def build(tmp: Path) -> Built:
@@ -109,7 +124,8 @@ async def build(tmp: Path) -> Built:
             witnessed = tmp / "witnessed-before-export.note"
             shutil.copy(state / "latest.note", witnessed)
             package = tmp / "case.zip"
-            assert await asyncio.to_thread(_export, srv, package, [r1, r2, r3], "S1") == 0
+            case_id = await _case(admin, [r1, r2, r3])
+            assert await asyncio.to_thread(_export, srv, package, [], case_id) == 0
             vkey = srv.services.log.key_info()["vkey"]
             fingerprint = srv.services.keyring.current.public.fingerprint
             private = srv.services.keyring.current.private_bytes()

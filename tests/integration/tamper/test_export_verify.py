@@ -186,6 +186,9 @@ def tampers(b: Built) -> dict[str, tuple[Callable[[Files], None], int, str]]:
     def certificate_of_other_device(f: Files) -> None:
         f[certificate_path(a)] = f[certificate_path(other)]
 
+    def link_removed(f: Files) -> None:
+        f[INDEX] = repayload(f[INDEX], lambda p: p.update(links=p["links"][1:]))
+
     def index_recording_removed(f: Files) -> None:
         f[INDEX] = repayload(f[INDEX], lambda p: p.update(recordings=p["recordings"][:-1]))
 
@@ -242,6 +245,7 @@ def tampers(b: Built) -> dict[str, tuple[Callable[[Files], None], int, str]]:
                                              rf"signed by key {impostor.key_id}, which is not a server key"),
         "certificate_of_other_device": (certificate_of_other_device, 6, rf"certificate is of device {other}"),
         "index_recording_removed": (index_recording_removed, 2, r"not signed by the trusted key"),
+        "link_removed": (link_removed, 2, r"not signed by the trusted key"),
         "index_resigned_by_impostor": (index_resigned_by_impostor, 2, r"not signed by the trusted key"),
         "remuxed_mp4_altered": (remuxed_mp4_altered, 3, r"recordings/.*\.mp4 differs from the index"),
         "access_log_altered": (access_log_altered, 3, r"case/access-log.json differs from the index"),
@@ -259,8 +263,9 @@ CORPUS = [
     "chunk_from_other_device", "entry_from_other_device", "chunk_from_other_recording", "entry_forged",
     "entry_altered", "receipt_altered", "receipt_forged", "proof_altered", "proof_truncated", "proof_of_other_leaf",
     "checkpoint_of_other_log", "checkpoint_root_altered", "certificate_not_signed_by_server",
-    "certificate_of_other_device", "index_recording_removed", "index_resigned_by_impostor", "remuxed_mp4_altered",
-    "access_log_altered", "audit_report_altered", "foreign_file_added", "consistency_proof_altered",
+    "certificate_of_other_device", "index_recording_removed", "link_removed", "index_resigned_by_impostor",
+    "remuxed_mp4_altered", "access_log_altered", "audit_report_altered", "foreign_file_added",
+    "consistency_proof_altered",
     "key_history_altered",
 ]
 
@@ -321,6 +326,20 @@ def test_the_witness_detects_the_fork_and_tells_the_server(built: Built) -> None
     forks = list((built.witness_state / "forks").iterdir())
     assert len(forks) == 1 and {p.name for p in forks[0].iterdir()} == {"first.note", "second.note", "detail.txt"}
     assert built.fork_finding_recorded
+
+
+def test_a_case_export_carries_the_case(built: Built) -> None:
+    from protocol.package import ExportIndex
+
+    index = ExportIndex.peek(Envelope.from_bytes(built.files[INDEX], max_bytes=1 << 24))
+    assert index.case_id is not None
+    assert {(link.step_id, link.recording_id) for link in index.links} == {
+        ("s-inspect", built.r1.recording_id), ("s-inspect", built.r2.recording_id),
+        ("s-evidence", built.r3.recording_id)}
+    audit = json.loads(built.files[AUDIT])
+    assert audit["filters"]["case_id"] == int(index.case_id)  # the case's own audit report
+    events = json.loads(built.files[ACCESS_LOG])["events"]
+    assert [e["kind"] for e in events] == ["export"] and events[0]["case_id"] == index.case_id
 
 
 def test_receipts_in_the_package_carry_log_positions(built: Built) -> None:

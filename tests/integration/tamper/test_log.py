@@ -59,3 +59,25 @@ async def test_receipts_are_in_the_log_and_proofs_verify(log_server: RunningServ
     assert len(leaves) == cp2.size
     kinds = {x["kind"] for x in leaves}
     assert {"entry", "access", "key"} <= kinds  # duty grants are access leaves; keys are logged by the round
+
+
+async def test_link_events_are_logged_with_opaque_principals(log_server: RunningServer, log_admin: Api,
+                                                             clock: FakeClock) -> None:
+    device = await log_admin.enroll(clock)
+    rec = await record(device, 1)
+    await log_admin.user("handler", "case_handler")
+    case_id = (await log_admin.ok("POST", "/api/v1/cases", {"number": "L-1", "category": "penalty", "title": "t",
+                                                            "handler": "handler"}))["id"]
+    await log_admin.ok("POST", f"/api/v1/cases/{case_id}/steps", {"id": "st-1", "stage": "filing", "activity": "other"})
+    link = await log_admin.ok("POST", f"/api/v1/cases/{case_id}/steps/st-1/links", {
+        "device_id": device.device_id, "recording_id": rec.recording_id, "reason": "documents the filing"})
+    await log_admin.ok("POST", f"/api/v1/cases/{case_id}/steps/st-1/links/{link['id']}/unlink", {"reason": "wrong"})
+    events = (await log_admin.ok("GET", f"/api/v1/cases/{case_id}/events"))["events"]
+    assert [e["action"] for e in events] == ["link", "unlink"]
+    for e in events:
+        assert e["log_index"] is not None
+        leaf_b64 = (await log_admin.call("GET", f"/api/v1/log/leaves?start={e['log_index']}&end="
+                                                f"{e['log_index'] + 1}", token=None)).json["leaves"][0]["leaf"]
+        leaf = parse_leaf(base64.b64decode(leaf_b64))
+        assert leaf.KIND == "link"
+        assert b"admin" not in base64.b64decode(leaf_b64)  # the log names nobody: user ids only

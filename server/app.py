@@ -118,6 +118,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         if config.replication.copy_in_server:
             app[REPLICATION] = ReplicationService(db, clock, store, second_store(config, clock), config.replication.to,
                                                   config.replication.batch)
+    # Every new checkpoint goes out on the retained custody/v1/log/checkpoint topic (when a broker is configured).
+    services.log.add_publisher(app[MQTT].publish_checkpoint)
     add_routes(app, services)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)

@@ -60,7 +60,7 @@ from server.services.findings import open_finding
 log = logging.getLogger(__name__)
 
 #: Called with the full note text (cosignatures included) of every new checkpoint.
-Publisher = Callable[[bytes], Awaitable[None]]
+Publisher = Callable[[bytes], Awaitable[object]]
 
 MAX_LEAVES_PER_PAGE = 1000
 

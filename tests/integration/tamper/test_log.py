@@ -81,3 +81,22 @@ async def test_link_events_are_logged_with_opaque_principals(log_server: Running
         leaf = parse_leaf(base64.b64decode(leaf_b64))
         assert leaf.KIND == "link"
         assert b"admin" not in base64.b64decode(leaf_b64)  # the log names nobody: user ids only
+
+
+async def test_new_checkpoints_go_to_every_publisher(log_server: RunningServer, log_admin: Api,
+                                                     clock: FakeClock) -> None:
+    from server.app import MQTT
+
+    assert log_server.app[MQTT].publish_checkpoint in log_server.services.log._publishers  # the retained topic
+    published: list[bytes] = []
+
+    async def publisher(note: bytes) -> None:
+        published.append(note)
+
+    log_server.services.log.add_publisher(publisher)
+    device = await log_admin.enroll(clock)
+    await record(device, 1)
+    note = await log_server.services.log.checkpoint_round()
+    assert note is not None and published == [note]
+    assert await log_server.services.log.checkpoint_round() is None  # the tree did not grow: nothing new
+    assert published == [note]

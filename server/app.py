@@ -157,7 +157,10 @@ async def _startup(app: web.Application) -> None:
     tasks.append(asyncio.create_task(_every(s.clock, s.config.log.checkpoint_interval_s, s.log.checkpoint_round),
                                      name="checkpoints"))
     if s.config.scrub.enabled:
-        tasks.append(asyncio.create_task(_every(s.clock, s.config.scrub.interval_s, s.scrubber.round), name="scrub"))
+        # Paced in real time, whatever clock the rest runs on: the rate protects real disks and CPUs,
+        # and a simulation's scaled clock must not make it re-read and decode footage 60 times as fast.
+        tasks.append(asyncio.create_task(_every(SystemClock(), s.config.scrub.interval_s, s.scrubber.round),
+                                         name="scrub"))
     queue = app[DECODE_QUEUE]
     for pending in await s.ingest.pending_decodes():
         queue.put_nowait(pending)

@@ -158,22 +158,29 @@ class LogService:
         def missing(subject: Any) -> Any:
             return ~sa.exists().where(log_leaves.c.subject == subject)
 
+        sk_subject = sa.literal("server-key:") + server_keys.c.key_id
+        dk_subject = sa.literal("device-key:") + device_keys.c.device_id + sa.literal(":") + device_keys.c.key_id
+        ds_subject = sa.literal("device-state:") + sa.cast(device_states.c.id, sa.String)
+        # Look first without the write lock: most rounds find nothing, and ingest shares that lock (SQLite).
+        async with self.db.read() as conn:
+            pending = [(await conn.execute(sa.select(sa.literal(1)).select_from(table).where(missing(subject))
+                                           .limit(1))).first() for table, subject in (
+                (server_keys, sk_subject), (device_keys, dk_subject), (device_states, ds_subject))]
+        if not any(pending):
+            return 0
         async with self.db.write() as conn:
-            sk_subject = sa.literal("server-key:") + server_keys.c.key_id
             for r in (await conn.execute(sa.select(server_keys).where(missing(sk_subject))
                                          .order_by(server_keys.c.created_ms).limit(limit))).all():
                 key = VerifyKey(r.alg, bytes(r.public_key))
                 leaf = KeyLeaf(v=1, leaf="key", event="server_key", key_id=r.key_id, fingerprint=key.fingerprint,
                                device_id=None, state=None, cutoff_seq=None, time_ms=r.created_ms)
                 count += (await self.append(conn, leaf, f"server-key:{r.key_id}")).new
-            dk_subject = sa.literal("device-key:") + device_keys.c.device_id + sa.literal(":") + device_keys.c.key_id
             for r in (await conn.execute(sa.select(device_keys).where(missing(dk_subject))
                                          .order_by(device_keys.c.created_ms).limit(limit))).all():
                 key = VerifyKey(r.alg, bytes(r.public_key))
                 leaf = KeyLeaf(v=1, leaf="key", event="device_key", key_id=r.key_id, fingerprint=key.fingerprint,
                                device_id=r.device_id, state=None, cutoff_seq=None, time_ms=r.created_ms)
                 count += (await self.append(conn, leaf, f"device-key:{r.device_id}:{r.key_id}")).new
-            ds_subject = sa.literal("device-state:") + sa.cast(device_states.c.id, sa.String)
             for r in (await conn.execute(sa.select(device_states).where(missing(ds_subject))
                                          .order_by(device_states.c.id).limit(limit))).all():
                 leaf = KeyLeaf(v=1, leaf="key", event="device_state", key_id=None, fingerprint=None,

@@ -113,6 +113,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     app[TASKS] = []
     app[DECODE_QUEUE] = decode_queue
     app[MQTT] = MqttPlane(services)
+    # The rollback guard's file first (server/log_guard.py), then the world.
+    services.log.add_publisher(_published_file_writer(datadir))
     if config.replication.to:
         audit.second_copy = (target_name(config.replication.to), config.replication.delay_s * 1000)
         if config.replication.copy_in_server:
@@ -134,6 +136,9 @@ async def _startup(app: web.Application) -> None:
     await s.store.start()
     # Transparency log and access log (issue 7): before anything can accept an entry or read footage.
     await s.log.start()
+    published = s.datadir.published_checkpoint
+    guard = await s.log.check_published(published.read_text(encoding="utf-8") if published.exists() else None)
+    log.info("log guard: %s", guard)
     s.ingest.log = s.log
     s.cases.link_event_hooks.append(s.log.on_link_event)
     s.ingest.read_grant = await s.access.duty_grant("ingest")
@@ -167,6 +172,13 @@ async def _startup(app: web.Application) -> None:
     for i in range(s.config.ingest.decode_workers):
         tasks.append(asyncio.create_task(_decode_worker(s, queue), name=f"decode-{i}"))
     await app[MQTT].start()
+
+
+def _published_file_writer(datadir: DataDir) -> Callable[[bytes], Awaitable[None]]:
+    async def write(note: bytes) -> None:
+        await asyncio.to_thread(datadir.write_published_checkpoint, note.decode("utf-8"))
+
+    return write
 
 
 async def _cleanup(app: web.Application) -> None:

@@ -355,6 +355,24 @@ class LogService:
             raise Unprocessable("no valid cosignature by a registered witness", code="no_cosignature")
         return {"size": cp.size, "accepted": accepted}
 
+    # -- the rollback guard -----------------------------------------------------------------------
+
+    async def check_published(self, text: str | None) -> str:
+        """Refuse (:class:`server.log_guard.LogRolledBack`) a tree that does not extend the published checkpoint."""
+        from server.log_guard import LogRolledBack, Published, judge
+
+        if text is None:
+            return judge(None, 0, None)
+        try:
+            cp = self._open_own(text)
+        except ProofError as exc:
+            raise LogRolledBack(f"refusing to start: the published checkpoint is not this log's ({exc.message}); "
+                                "it belongs to another log or another server key") from None
+        async with self.db.read() as conn:
+            size = await tree.current_size(conn)
+            root = await tree.tree_root(conn, cp.size) if size >= cp.size else None
+        return judge(Published(cp.size, cp.root, cp.origin), size, root)
+
     # -- forks --------------------------------------------------------------------------------------
 
     def _open_own(self, text: str) -> Checkpoint:

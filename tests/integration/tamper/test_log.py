@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import shutil
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from custody.clock import FakeClock
@@ -12,8 +16,9 @@ from protocol.envelope import Envelope
 from protocol.leaves import EntryLeaf, parse_leaf
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.messages import Receipt
-from server.app import RunningServer
-from tests.integration.server.conftest import Api
+from server.app import RunningServer, start_server
+from server.log_guard import LogRolledBack
+from tests.integration.server.conftest import Api, server_config
 from tests.integration.tamper.conftest import record
 
 pytestmark = pytest.mark.integration
@@ -100,3 +105,35 @@ async def test_new_checkpoints_go_to_every_publisher(log_server: RunningServer, 
     assert note is not None and published == [note]
     assert await log_server.services.log.checkpoint_round() is None  # the tree did not grow: nothing new
     assert published == [note]
+
+
+async def test_a_rolled_back_log_does_not_start(tmp_path: Path, clock: FakeClock,
+                                                session: aiohttp.ClientSession) -> None:
+    """An old database snapshot behind the published checkpoint is refused at start (server/log_guard.py)."""
+    data = tmp_path / "data"
+    quiet: dict[str, Any] = {"scrub.enabled": False}
+    cfg = server_config(data, **quiet)
+
+    async def one_recording(seed: int) -> None:
+        srv = await start_server(cfg, clock)
+        try:
+            admin = Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
+            await record(await admin.enroll(clock), 1, seed=seed)
+            assert await srv.services.log.checkpoint_round() is not None
+        finally:
+            await srv.stop()
+
+    await one_recording(1)
+    published = (data / "published-checkpoint").read_text()
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for f in data.glob("custody.sqlite3*"):
+        shutil.copy(f, snapshot / f.name)
+    await one_recording(2)
+    assert (data / "published-checkpoint").read_text() != published  # the file follows every checkpoint
+    for f in data.glob("custody.sqlite3*"):
+        f.unlink()
+    for f in snapshot.iterdir():
+        shutil.copy(f, data / f.name)
+    with pytest.raises(LogRolledBack, match="was already published"):
+        await start_server(cfg, clock)

@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default ./demo-data; a new run needs a new or empty directory)")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--speed", type=float, default=None, help="simulated seconds per real second (default 400)")
-    p.add_argument("--server-key-out", type=Path, help="write the server's public keys here")
+    p.add_argument("--export", type=Path, help="where to write the case export (default DATA_DIR/case-export.zip)")
+    p.add_argument("--server-key-out", type=Path,
+                   help="where to write the server's public key for custody verify (default DATA_DIR/server-key.vkey)")
     p.set_defaults(handler=run)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from pathlib import Path
@@ -102,10 +101,32 @@ async def run_demo(args: argparse.Namespace) -> int:
             ok = False
         else:
             say("  every seeded omission was found")
-        if args.server_key_out:
-            keys = await _get(server.url, admin_token, "/api/v1/server-keys")
-            Path(args.server_key_out).write_text(json.dumps(keys, indent=1))
-            say(f"server public keys written to {args.server_key_out}")
+        # A court's view: export the compulsion case and verify the package offline, trusting only
+        # the server's public key.
+        key_info = await _get(server.url, admin_token, "/api/v1/log/key")
+        key_out = Path(args.server_key_out or data_dir / "server-key.vkey")
+        key_out.write_text(key_info["vkey"] + "\n")
+        cases = await _get(server.url, admin_token, "/api/v1/cases")
+        items = cases.get("cases", cases) if isinstance(cases, dict) else cases
+        case = next(c for c in items if c["category"] == "compulsion")
+        export = Path(args.export or data_dir / "case-export.zip")
+        async with aiohttp.ClientSession() as s, s.post(
+            server.url + "/api/v1/exports", json={"case_id": case["id"], "reason": "demo: package for the court"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        ) as r:
+            if r.status != 200:
+                raise RuntimeError(f"export refused: {r.status} {await r.text()}")
+            export.write_bytes(await r.read())
+        say(f"\nexport of case {case['number']}: {export} ({export.stat().st_size / 1e6:.1f} MB); "
+            f"server key: {key_out}")
+        from custody.verify import read_key, verify_path
+
+        report = await asyncio.to_thread(verify_path, export, read_key(str(key_out)), [], [], True)
+        say(f"custody verify {export} --server-key {key_out}")
+        for line in report.lines():
+            say("  " + line)
+        ok = ok and report.ok
+        say("  " + ("VERIFIED: every step passed" if report.ok else "NOT VERIFIED"))
         say("\nresult: " + ("every outcome as expected" if ok else "UNEXPECTED OUTCOME (see above)"))
         if not args.exit:
             say(f"\nthe server keeps running at {server.url}; Ctrl-C to stop")

@@ -86,3 +86,58 @@ def test_restore_refuses_a_damaged_backup_and_a_used_data_dir(tmp_path: Path) ->
         restore(server_config(tmp_path / "fresh"), tmp_path / "bk")
     with pytest.raises(BackupError, match=r"no backup\.json"):
         restore(server_config(tmp_path / "fresh"), tmp_path)
+
+
+async def test_restore_keeps_old_exports_verifiable_and_never_rolls_back_the_log(
+    tmp_path: Path, clock: FakeClock, session: aiohttp.ClientSession
+) -> None:
+    """Back up, ingest more, restore onto a fresh data dir: an export made before the backup still
+    verifies offline, and the restored server refuses to start behind the checkpoint it had published
+    (the operator keeps that file outside the backup); with a checkpoint inside the backup it starts."""
+    from custody.verify import read_key, verify_path
+    from server.log_guard import LogRolledBack
+
+    footage = tmp_path / "footage"
+    cfg = server_config(tmp_path / "old", **shared_store(footage), **{"scrub.enabled": False})
+    srv = await start_server(cfg, clock)
+    try:
+        admin = Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
+        device = await admin.enroll(clock)
+        await device.announce(device.event("start"))
+        await deliver(device)
+        await deliver(device)
+        assert await srv.services.log.checkpoint_round() is not None
+        vkey = srv.services.log.key_info()["vkey"]
+        async with session.post(srv.url + "/api/v1/exports",
+                                json={"recordings": f"{device.device_id}/{device.recording_id}",
+                                      "reason": "test: export before the backup"},
+                                headers={"Authorization": f"Bearer {admin.token}"}) as r:
+            assert r.status == 200, await r.text()
+            (tmp_path / "before.zip").write_bytes(await r.read())
+        inside = (tmp_path / "old" / "published-checkpoint").read_text()
+        assert custody(["admin", "--data-dir", str(tmp_path / "old"), "backup", str(tmp_path / "bk")]) == 0
+        await deliver(device)  # ingested after the backup, and published
+        assert await srv.services.log.checkpoint_round() is not None
+        beyond = (tmp_path / "old" / "published-checkpoint").read_text()
+    finally:
+        await srv.stop()
+    assert beyond != inside
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "beyond").write_text(beyond)
+    (tmp_path / "kept" / "inside").write_text(inside)
+    for name, expect_start in (("beyond", False), ("inside", True)):
+        data = tmp_path / f"new-{name}"
+        assert custody(["admin", "--data-dir", str(data), "restore", str(tmp_path / "bk"),
+                        "--published-checkpoint", str(tmp_path / "kept" / name)]) == 0
+        new_cfg = server_config(data, **shared_store(footage), **{"scrub.enabled": False})
+        if not expect_start:
+            with pytest.raises(LogRolledBack, match="was already published"):
+                await start_server(new_cfg, clock)
+            continue
+        restored = await start_server(new_cfg, clock)
+        await restored.stop()
+
+    # The export made before the backup verifies offline with nothing but the server's key.
+    report = verify_path(tmp_path / "before.zip", read_key(vkey), [], [], True)
+    assert report.ok, "\n".join(report.lines())

@@ -98,7 +98,8 @@ async def test_restore_keeps_old_exports_verifiable_and_never_rolls_back_the_log
     from server.log_guard import LogRolledBack
 
     footage = tmp_path / "footage"
-    cfg = server_config(tmp_path / "old", **shared_store(footage), **{"scrub.enabled": False})
+    quiet: dict[str, Any] = {**shared_store(footage), "scrub.enabled": False}
+    cfg = server_config(tmp_path / "old", **quiet)
     srv = await start_server(cfg, clock)
     try:
         admin = Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
@@ -130,7 +131,7 @@ async def test_restore_keeps_old_exports_verifiable_and_never_rolls_back_the_log
         data = tmp_path / f"new-{name}"
         assert custody(["admin", "--data-dir", str(data), "restore", str(tmp_path / "bk"),
                         "--published-checkpoint", str(tmp_path / "kept" / name)]) == 0
-        new_cfg = server_config(data, **shared_store(footage), **{"scrub.enabled": False})
+        new_cfg = server_config(data, **quiet)
         if not expect_start:
             with pytest.raises(LogRolledBack, match="was already published"):
                 await start_server(new_cfg, clock)

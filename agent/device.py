@@ -38,6 +38,7 @@ from agent.commands import CommandGate, SeenCommands
 from agent.errors import AgentError, StorageFullError
 from agent.fsops import FileOps
 from agent.identity import load_or_create_key
+from agent.live import LiveTap, LiveView, TeeSource
 from agent.media.chunk import EncodedChunk
 from agent.media.config import MediaConfig
 from agent.media.recorder import ChunkSink, Recorder, RecorderState
@@ -55,8 +56,8 @@ from protocol.schema import check_id
 log = logging.getLogger(__name__)
 
 FIRMWARE = "custody-agent/0.1.0"
-#: Command kinds this build carries out (live view arrives with the live-view work).
-SUPPORTED_COMMANDS = frozenset(CommandKind.ALL - {CommandKind.LIVE_VIEW_START, CommandKind.LIVE_VIEW_STOP})
+#: Command kinds this build carries out.
+SUPPORTED_COMMANDS = CommandKind.ALL
 
 
 class RecorderLike(Protocol):
@@ -156,6 +157,9 @@ class DeviceAgent:
         self._control: asyncio.base_events.Server | None = None
         self._record_lock = asyncio.Lock()
         self.alarms: set[str] = set()
+        # Live view taps the recorder's own frames (agent/live.py): the camera is opened once.
+        self.live_tap = LiveTap()
+        self.live = LiveView(self.live_tap, clock, self._post_signed, self._live_arm, self._live_disarm)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -282,6 +286,7 @@ class DeviceAgent:
 
     async def close(self) -> None:
         """Stop recording (writing its stop event), stop background work, release files."""
+        await self.live.close()
         if self.recorder is not None:
             with contextlib.suppress(CustodyError):
                 await self.stop_recording(reason="agent-shutdown")
@@ -315,7 +320,8 @@ class DeviceAgent:
                 fps=self.media.fps, audio=self.media.audio, audio_rate=self.media.audio_rate,
                 audio_channels=self.media.audio_channels, seconds=self.source_seconds,
             )
-            self.recorder = Recorder(source, self.media, self.clock, self._sink, device_id=self.device_id,
+            self.recorder = Recorder(TeeSource(source, self.live_tap), self.media, self.clock, self._sink,
+                                     device_id=self.device_id,
                                      officer_id=self.state.officer_id)
         return self.recorder
 
@@ -476,6 +482,12 @@ class DeviceAgent:
                 result = self._apply_config(params)
             elif command.kind == CommandKind.PING:
                 result = {"time_ms": self.clock.now_ms(), "state": self.recording_state}
+            elif command.kind == CommandKind.LIVE_VIEW_START:
+                result = await self.live.start(params)
+            elif command.kind == CommandKind.LIVE_VIEW_STOP:
+                session = params.get("session")
+                result = {"ended": await self.live.stop(session if isinstance(session, str) else None,
+                                                        f"command:{command.id}")}
         except (CustodyError, ValueError) as exc:
             return self.gate.ack(command.id, "failed", str(exc)[:300])
         except Exception as exc:  # the ack must say something even for a bug
@@ -504,6 +516,25 @@ class DeviceAgent:
             self.state.config_version = str(params["config_version"])[:64]
         self.save_state()
         return self.state.to_json()
+
+    # -- live view -----------------------------------------------------------------------------
+
+    async def _post_signed(self, path: str, body: bytes) -> bytes:
+        if self.client is None:
+            raise AgentError("not connected to a server")
+        return (await self.client.signed("POST", path, body)).body
+
+    async def _live_arm(self) -> bool:
+        """Open the camera for a live view if it is closed; True when this call opened it."""
+        if self.recording_state != "idle":
+            return False
+        await self.arm()
+        return True
+
+    async def _live_disarm(self) -> None:
+        """Close the camera a live view opened, unless a recording has started since."""
+        if self.recorder is not None and self.recorder.state is RecorderState.ARMED and self._recording_id is None:
+            await self.recorder.disarm()
 
     # -- status --------------------------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from server.config import ServerConfig
 from server.datadir import DataDir, write_private
 from server.db.database import Database, database_url
 from server.keyring import ServerKeyring
+from server.live.service import LiveService
 from server.log.service import LogService
 from server.mqtt.plane import MqttPlane
+from server.seams import build_seams
 from server.services import Services
 from server.services.access import AccessService
 from server.services.accounts import AccountsService
@@ -45,6 +47,7 @@ from server.services.review import ReviewService
 from server.services.scrub import Scrubber
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
+from server.web.pages import add_web_routes
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     audit = AuditService(db, clock, cases, config.audit)
     log_service = LogService(db, clock, keyring, config.log)
     access = AccessService(db, clock, log_service)
+    seams = build_seams(config, db, clock, keyring, datadir.root)
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),
@@ -105,6 +109,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         access=access,
         scrubber=Scrubber(db, clock, store, config.scrub, access),
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
+        seams=seams,
+        live=LiveService(db, clock, config.live, seams.commands, seams.access),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -123,6 +129,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     # Every new checkpoint goes out on the retained custody/v1/log/checkpoint topic (when a broker is configured).
     services.log.add_publisher(app[MQTT].publish_checkpoint)
     add_routes(app, services)
+    add_web_routes(app, services)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
@@ -150,6 +157,7 @@ async def _startup(app: web.Application) -> None:
             log.warning("created user 'admin'; its token is in %s (mode 0600)", s.datadir.admin_token)
         except FileExistsError:
             log.error("%s exists from an earlier database; the new admin token was NOT written", s.datadir.admin_token)
+    await s.seams.start()
     tasks = app[TASKS]
     tasks.append(asyncio.create_task(_every(s.clock, NONCE_PRUNE_S, s.authenticator.prune_nonces), name="nonces"))
     tasks.append(asyncio.create_task(_every(s.clock, KEY_REFRESH_S, s.keyring.refresh), name="keys"))
@@ -192,6 +200,8 @@ async def _cleanup(app: web.Application) -> None:
     replication = app.get(REPLICATION)
     if replication is not None:
         await replication.close()
+    await s.live.close()
+    await s.seams.close()
     await s.store.close()
     await s.db.close()
 

@@ -213,6 +213,29 @@ class ScrubConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """Live view (实时调阅): WebRTC from devices, relayed to browsers."""
+
+    ice_servers: str | None = opt(None, "comma-separated STUN/TURN URLs (stun:HOST:PORT, "
+                                  "turn:HOST:PORT?transport=udp); unset on a LAN: no STUN is contacted")
+    turn_username: str | None = opt(None, "user name for the TURN servers")
+    turn_password: Secret | None = opt(None, "credential for the TURN servers")
+    max_view_s: int = opt(600, "a live session stops after this long, watched or not", lo=10, hi=86_400)
+    linger_s: int = opt(5, "a live session stops this long after its last viewer leaves", lo=0, hi=600)
+    device_wait_s: int = opt(20, "how long a viewer waits for the device to connect", lo=2, hi=300)
+    max_viewers: int = opt(20, "viewers of one device at once", lo=1, hi=500)
+    max_width: int = opt(640, "widest picture a device sends live (the recording keeps its size)", lo=160, hi=3840)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The dashboard (server-rendered pages)."""
+
+    default_language: str = opt("zh-CN", "language of the pages before a user picks one", choices=("zh-CN", "en"))
+    session_hours: int = opt(12, "lifetime of a sign-in cookie", lo=1, hi=24 * 30)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -227,6 +250,8 @@ class ServerConfig:
     replication: ReplicationConfig = section(ReplicationConfig, "second copy of footage")
     log: LogConfig = section(LogConfig, "transparency log")
     scrub: ScrubConfig = section(ScrubConfig, "footage re-verification")
+    live: LiveConfig = section(LiveConfig, "live view relay")
+    web: WebConfig = section(WebConfig, "dashboard")
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with top-level fields replaced."""

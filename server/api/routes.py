@@ -22,9 +22,12 @@ from server.api import evidence
 from server.api.body import Body, F
 from server.auth import USER_ROLES, Principal, Role, has_device_auth
 from server.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from server.live import api as live_api
 from server.services import Services
 from server.services.ingest import check_upload_key
 from server.storage.local import LocalStore
+from server.web import playback
+from server.web.session import cookie_principal
 
 # -- access ----------------------------------------------------------------------------------
 
@@ -54,6 +57,8 @@ COMMAND_READERS = FLEET_READERS | {R.OFFICER}
 FOOTAGE_READERS = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
 #: Who may query the access log (全过程记录信息调阅监督).
 ACCESS_LOG_READERS = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
+#: Live view (实时调阅) is supervision: supervisors, and admins.
+LIVE_VIEWERS = frozenset({R.ADMIN, R.SUPERVISOR})
 
 Access = str | frozenset[Role]
 
@@ -68,9 +73,11 @@ TOKEN_ID = F("string", "API token id", pattern=r"[0-9a-f]{16}", max_len=16)
 OBJECT_KEY = F("string", "object key DEVICE/SEQ/SHA256 (or conflicts/DEVICE/SEQ/SHA256)",
                pattern=r"(conflicts/)?[a-z2-7]{24}/[0-9]{12}/[0-9a-f]{64}", max_len=300)
 RECORDING_ID = F("string", "recording id", pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64)
+SESSION_ID = F("string", "live session id", pattern=r"lv-[0-9a-f]{20}", max_len=23)
+VIEWER_ID = F("string", "live viewer id", pattern=r"vw-[0-9a-f]{16}", max_len=19)
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
                              "token_id": TOKEN_ID, "key": OBJECT_KEY, "recording_id": RECORDING_ID,
-                             **cz.PATH_PARAMS}
+                             **cz.PATH_PARAMS, "session_id": SESSION_ID, "viewer_id": VIEWER_ID}
 
 TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
@@ -141,6 +148,13 @@ EXPORT = Body("Export", {
     "to_seq": F("integer", "last sequence number of the range", required=False, nullable=True, lo=0, hi=2**53 - 1),
     "case_id": F("integer", "a case: its linked recordings, links and audit report", required=False,
                  nullable=True, lo=1, hi=2**31 - 1),
+})
+REASON = Body("Reason", {"reason": F("string", "why (recorded in the access log)", max_len=500)})
+SDP = F("string", "SDP text", max_len=65_536)
+SDP_OFFER = Body("SdpOffer", {"type": F("string", "always offer", enum=("offer",)), "sdp": SDP})
+VIEWER_OFFER = Body("ViewerOffer", {
+    "type": F("string", "always offer", enum=("offer",)), "sdp": SDP,
+    "reason": F("string", "why this view (recorded in the access log)", max_len=500),
 })
 
 
@@ -230,6 +244,10 @@ async def authenticate(request: web.Request, services: Services, raw: bytes) -> 
         return await services.authenticator.bearer(token.strip())
     if has_device_auth(request.headers):
         return await services.authenticator.device(dict(request.headers), request.method, request.raw_path, raw)
+    # The dashboard's pages call the same API with their session cookie (and CSRF header).
+    principal = await cookie_principal(request, services)
+    if principal is not None:
+        return principal
     raise Unauthorized("this endpoint needs an API token or a signed device request", code="missing_credentials")
 
 
@@ -596,6 +614,9 @@ ACCESS_QUERY = {
 CHUNK_QUERY = {"reason": REASON}
 RECORDING_QUERY = {"reason": REASON, "disposition": F("string", "inline (a view) or attachment (a download)",
                                                       required=False, enum=("inline", "attachment"))}
+LIVE_VIEW_QUERY = {"device_id": F("string", "only this device", required=False, pattern=r"[a-z2-7]{24}",
+                                     max_len=24),
+                   "limit": F("integer", "page size", required=False, lo=1, hi=1000)}
 STATE_QUERY = {"state": F("string", "only devices in this state", required=False,
                           enum=("active", "suspended", "lost", "revoked"))}
 
@@ -704,6 +725,29 @@ ROUTES: tuple[Route, ...] = (
           "verify an uploaded chunk; answers its signed receipt", "device"),
     Route("POST", "/api/v1/device/key-rotation", device_rotate, DEVICES,
           "replace the device key (KeyRotation signed by the current key)", "device", body=ENVELOPE),
+    Route("POST", "/api/v1/devices/{device_id}/live", live_api.request, LIVE_VIEWERS,
+          "ask for a device's live view: sends it a signed live_view_start (or joins the running session)",
+          "live", ok_status=201),
+    Route("GET", "/api/v1/devices/{device_id}/live", live_api.sessions, LIVE_VIEWERS,
+          "the device's live sessions on this server process", "live"),
+    Route("POST", "/api/v1/devices/{device_id}/live/{session_id}/viewers", live_api.viewer_add, LIVE_VIEWERS,
+          "join a live session with a WebRTC offer; answers after the view is in the access log", "live",
+          body=VIEWER_OFFER, ok_status=201),
+    Route("POST", "/api/v1/devices/{device_id}/live/{session_id}/viewers/{viewer_id}/leave", live_api.viewer_leave,
+          LIVE_VIEWERS, "leave a live session (ends the view's record)", "live"),
+    Route("POST", "/api/v1/devices/{device_id}/live/{session_id}/stop", live_api.stop, LIVE_VIEWERS,
+          "end a live session for every viewer (sends live_view_stop)", "live"),
+    Route("GET", "/api/v1/live-views", live_api.views, frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR}),
+          "live views with their start and end, newest first", "live", query=LIVE_VIEW_QUERY),
+    Route("POST", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback", playback.start, EVIDENCE_READERS,
+          "play a recording: opens one access event (view) for its verified chunks, answers them with a ticket",
+          "footage", body=REASON, ok_status=201),
+    Route("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback/{seq}", playback.chunk,
+          EVIDENCE_READERS, "one chunk of a playback (the ticket binds it to its access event and reader)",
+          "footage", query={"ticket": F("string", "playback ticket", max_len=120)}, response="video/mp4"),
+    Route("POST", "/api/v1/device/live/{session_id}/offer", live_api.device_offer, DEVICES,
+          "the device's WebRTC offer for a live session it was commanded to start; answers the server's SDP",
+          "device", body=SDP_OFFER),
     Route("PUT", "/api/v1/upload/{key:.+}", upload, UPLOAD,
           "local store: upload chunk bytes to the URL an upload target named", "device", body="bytes",
           ok_status=201, response="application/json"),

@@ -527,3 +527,21 @@ scrub_state = sa.Table(
     sa.Column("bytes_checked", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", Ms, nullable=False),
 )
+
+# Live views (server/live/): one row per viewer of a live session, written when the view starts
+# (after its access event) and completed when it ends, so the access log can show how long each
+# live view lasted. ``access_id`` names the access-log event that was on record before the first frame.
+live_views = sa.Table(
+    "live_views",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # viewer id
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(24), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("access_id", sa.BigInteger, nullable=False),
+    sa.Column("started_ms", Ms, nullable=False),
+    sa.Column("ended_ms", Ms, nullable=True),
+    sa.Column("end_reason", sa.String(64), nullable=True),
+    sa.Index(None, "device_id", "started_ms"),
+    sa.Index(None, "access_id"),
+)

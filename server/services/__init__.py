@@ -8,6 +8,7 @@ raise :mod:`server.errors` for anything a client caused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from custody.clock import Clock
 from server.auth import Authenticator
@@ -31,6 +32,10 @@ from server.services.policy import PolicyService
 from server.services.review import ReviewService
 from server.services.scrub import Scrubber
 from server.storage.base import FootageStore
+
+if TYPE_CHECKING:
+    from server.live.service import LiveService
+    from server.seams import Seams
 
 
 @dataclass(slots=True)
@@ -60,3 +65,6 @@ class Services:
     access: AccessService
     scrubber: Scrubber
     exports: ExportService
+    #: Stand-ins for services of other branches (server/seams.py), and live view (server/live/).
+    seams: Seams
+    live: LiveService

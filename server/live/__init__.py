@@ -1,0 +1,1 @@
+"""Live view relay: a device's WebRTC stream received once and relayed to any number of viewers."""

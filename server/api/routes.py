@@ -150,7 +150,7 @@ EXPORT = Body("Export", {
                  nullable=True, lo=1, hi=2**31 - 1),
 })
 REASON = Body("Reason", {"reason": F("string", "why (recorded in the access log)", max_len=500)})
-SDP = F("string", "SDP text", max_len=65_536)
+SDP = F("string", "SDP text", max_len=65_536, multiline=True)
 SDP_OFFER = Body("SdpOffer", {"type": F("string", "always offer", enum=("offer",)), "sdp": SDP})
 VIEWER_OFFER = Body("ViewerOffer", {
     "type": F("string", "always offer", enum=("offer",)), "sdp": SDP,

@@ -563,7 +563,7 @@ def add_web_routes(app: web.Application, services: Services) -> None:
             return await fn(request, services)
         return run
 
-    app.router.add_get("/ui", lambda _r: _redirect("/ui/"))
+    app.router.add_get("/ui", _to_home)
     app.router.add_get("/ui/signin", bind(signin_form))
     app.router.add_post("/ui/signin", bind(signin))
     app.router.add_post("/ui/signout", bind(signout))
@@ -573,5 +573,5 @@ def add_web_routes(app: web.Application, services: Services) -> None:
         app.router.add_get(path, wrap_page(handler, roles, services))
 
 
-async def _redirect(path: str) -> web.StreamResponse:
-    raise web.HTTPSeeOther(path)
+async def _to_home(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/ui/")

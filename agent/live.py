@@ -25,6 +25,7 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from agent.errors import AgentError
@@ -226,24 +227,39 @@ class LiveAudioTrack(MediaStreamTrack):
         self.tap = tap
         self.rate, self.channels = fmt.rate, fmt.channels
         self.layout = "mono" if fmt.channels == 1 else "stereo"
+        self.block = fmt.rate // 50
+        self._pending: npt.NDArray[np.int16] = np.zeros((fmt.channels, 0), np.int16)
+        self._pts: int | None = None
         self.sub = tap.subscribe()
 
     async def recv(self) -> av.AudioFrame:
-        """The next block of sound."""
+        """The next 20 ms of sound.
+
+        Exactly one Opus frame's worth: aiortc sends every packet its encoder returns for one
+        input frame under one RTP timestamp, and the receiver joins them into one undecodable
+        frame; the source's blocks (one per video frame, 33 ms at 30 fps) would give two.
+        """
         sub = self.sub
-        while not sub.audio:
-            if sub.closed:
-                self.stop()
-                raise _media_error()
-            sub.audio_ready.clear()
-            await sub.audio_ready.wait()
-        block = sub.audio.popleft()
+        while self._pending.shape[1] < self.block:
+            while not sub.audio:
+                if sub.closed:
+                    self.stop()
+                    raise _media_error()
+                sub.audio_ready.clear()
+                await sub.audio_ready.wait()
+            block = sub.audio.popleft()
+            if self._pts is None or block.pts != self._pts + self._pending.shape[1]:
+                self._pending, self._pts = block.samples[:, :0], block.pts  # a jump (dropped blocks): restart
+            self._pending = np.concatenate([self._pending, block.samples], axis=1)
+        assert self._pts is not None
+        take, self._pending = self._pending[:, : self.block], self._pending[:, self.block :]
         # Packed s16: channels interleaved in one plane, which is what aiortc's Opus encoder reads.
-        packed = np.ascontiguousarray(block.samples.T).reshape(1, -1)
+        packed = np.ascontiguousarray(take.T).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=self.layout)
         frame.sample_rate = self.rate
-        frame.pts = block.pts
+        frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self.rate)
+        self._pts += self.block
         return frame
 
     def stop(self) -> None:

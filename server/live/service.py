@@ -257,11 +257,15 @@ class LiveService:
 
     async def remove_viewer(self, device_id: str, session_id: str, viewer_id: str, principal: Principal
                             ) -> dict[str, Any]:
-        """A viewer leaves (only the viewer itself, or an admin, may end a view)."""
-        session = self._session(device_id, session_id)
-        viewer = session.viewers.get(viewer_id)
-        if viewer is None:
-            raise NotFound(f"no viewer {viewer_id} in live session {session_id}", code="unknown_viewer")
+        """A viewer leaves (only the viewer itself, or an admin, may end a view).
+
+        Idempotent: leaving a view that already ended (its session hit the time limit, the page's
+        unload beacon came after the connection closed) answers ``ended: false``.
+        """
+        session = self.sessions.get(session_id)
+        viewer = session.viewers.get(viewer_id) if session is not None and session.device_id == device_id else None
+        if session is None or viewer is None:
+            return {"viewer": viewer_id, "ended": False}
         if viewer.actor != principal.actor and principal.role.value != "admin":
             raise Forbidden("only the viewer may end this view", code="not_your_view")
         await self._leave(session, viewer_id, "left")
@@ -301,8 +305,10 @@ class LiveService:
             pass
 
     async def stop(self, device_id: str, session_id: str) -> dict[str, Any]:
-        """End a session now (every viewer with it)."""
-        session = self._session(device_id, session_id)
+        """End a session now (every viewer with it); a session that already ended is answered as it is."""
+        session = self.sessions.get(session_id)
+        if session is None or session.device_id != device_id:
+            raise NotFound(f"no live session {session_id} of device {device_id}", code="unknown_live_session")
         await self._end(session, "stopped")
         return session.to_json()
 

@@ -206,7 +206,7 @@ async def signin(request: web.Request, services: Services) -> web.StreamResponse
     response = web.HTTPSeeOther(_next(str(form.get("next", ""))))
     sess.set_session(response, token, secure=_secure(request), max_age_s=services.config.web.session_hours * 3600)
     response.del_cookie(PRESESSION, path="/ui/")
-    return response
+    raise response
 
 
 async def signout(request: web.Request, services: Services) -> web.StreamResponse:
@@ -217,7 +217,7 @@ async def signout(request: web.Request, services: Services) -> web.StreamRespons
         sess.check_csrf(services, token, str(form.get("csrf", "")))
     response = web.HTTPSeeOther("/ui/signin")
     sess.clear_session(response, secure=_secure(request))
-    return response
+    raise response
 
 
 async def set_language(request: web.Request, services: Services) -> web.StreamResponse:
@@ -228,7 +228,7 @@ async def set_language(request: web.Request, services: Services) -> web.StreamRe
     response = web.HTTPSeeOther(_next(request.query.get("next")))
     response.set_cookie(sess.LANG_COOKIE, lang, samesite="Strict", secure=_secure(request), path="/",
                         max_age=365 * 86400)
-    return response
+    raise response
 
 
 # -- the pages --------------------------------------------------------------------------------------------

@@ -44,9 +44,12 @@
     const was = joined;
     joined = null;
     leave.disabled = true;
-    if (pc) { pc.close(); pc = null; }
-    if (tell && was) {
-      await Custody.api("POST", `/api/v1/devices/${device}/live/${was.session}/viewers/${was.viewer}/leave`);
+    try {
+      if (tell && was) {  // first, so the record says the viewer left rather than the connection closed
+        await Custody.api("POST", `/api/v1/devices/${device}/live/${was.session}/viewers/${was.viewer}/leave`);
+      }
+    } finally {
+      if (pc) { pc.close(); pc = null; }
     }
     show(Custody.t("live.ended"));
   }

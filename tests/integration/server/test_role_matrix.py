@@ -17,6 +17,7 @@ from protocol.checkpoint import SIG_COSIGNATURE_V1, NoteVerifier
 from protocol.keys import SigningKey
 from server.api.routes import ROUTES
 from server.app import RunningServer
+from server.auth import Principal, Role
 from tests.helpers.device import Reply
 from tests.integration.server.conftest import Api
 
@@ -96,6 +97,17 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/devices/{device_id}/entries/{seq}/footage"): {A, C, S, L, U},
     ("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/mp4"): {A, C, S, L, U},
     ("POST", "/api/v1/exports"): {A, C, S, L, U},
+    # Live view (实时调阅) is supervision; the access log of views is for auditors too.
+    ("POST", "/api/v1/devices/{device_id}/live"): {A, S},
+    ("GET", "/api/v1/devices/{device_id}/live"): {A, S},
+    ("POST", "/api/v1/devices/{device_id}/live/{session_id}/viewers"): {A, S},
+    ("POST", "/api/v1/devices/{device_id}/live/{session_id}/viewers/{viewer_id}/leave"): {A, S},
+    ("POST", "/api/v1/devices/{device_id}/live/{session_id}/stop"): {A, S},
+    ("GET", "/api/v1/live-views"): {A, S, U},
+    ("POST", "/api/v1/device/live/{session_id}/offer"): {V},
+    # Playing footage: everyone who may read evidence (each playback is access-logged).
+    ("POST", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback"): {A, D, S, U, C, L},
+    ("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback/{seq}"): {A, D, S, U, C, L},
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -104,6 +116,14 @@ NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "
                   ("GET", "/api/v1/log/proof/inclusion"): "public", ("GET", "/api/v1/log/proof/consistency"): "public",
                   ("GET", "/api/v1/log/leaves"): "public", ("POST", "/api/v1/log/forks"): "public (self-proving)",
                   ("POST", "/api/v1/log/cosignatures"): "a registered witness's cosignature"}
+
+
+class _NoBroker:
+    """Accepts commands and sends them nowhere."""
+
+    async def issue(self, device_id: str, kind: str, params: dict[str, Any] | None, ttl_s: int | None,
+                    actor: str) -> dict[str, Any]:
+        return {"id": "cmd-matrix", "kind": kind}
 
 
 def test_the_table_covers_every_route() -> None:
@@ -133,6 +153,9 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
     link_id = (await admin.ok("POST", f"/api/v1/cases/{case_id}/steps/m-step/links", {
         "device_id": target.device_id, "recording_id": target.recording_id, "reason": "matrix"}))["id"]
     policy_text = (await admin.ok("GET", "/api/v1/policy"))["text"]
+    # A live session to address (the matrix server has no broker: commands go to a stand-in).
+    server.services.live.commands = _NoBroker()
+    live = await server.services.live.request(target.device_id, Principal("user", "admin", Role.ADMIN))
 
     def body_for(method: str, path: str, role: str | None = None) -> dict[str, Any] | None:
         n = next(counter)
@@ -170,7 +193,9 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
         return (path.replace("{name}", "victim").replace("{token_id}", victim_token)
                 .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0")
                 .replace("{case_id}", str(case_id)).replace("{step_id}", "m-step").replace("{link_id}", str(link_id))
-                .replace("{version}", "2026.1-default"))
+                .replace("{version}", "2026.1-default")
+                .replace("{session_id}", live["session"]).replace("{viewer_id}", "vw-" + "0" * 16)
+                .replace("{recording_id}", "rec-x"))
 
     async def as_device(method: str, path: str) -> Reply:
         if path == "/api/v1/device/entries":

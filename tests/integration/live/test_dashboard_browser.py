@@ -69,13 +69,14 @@ async def test_supervisor_walkthrough_in_chromium(tmp_path: Path, mosquitto: Mos
     async with live_rig(tmp_path, mosquitto.url, media(320, 240, 15)) as rig:
         agent = rig.agent
         # Footage with a hole: two recordings four seconds apart, one case step spanning both.
-        rec_a, a0, a1 = await record(rig, 2.5)
+        rec_a, a0, _a1 = await record(rig, 2.5)
         await asyncio.sleep(4.0)
-        rec_b, b0, b1 = await record(rig, 2.5)
+        rec_b, _b0, b1 = await record(rig, 2.5)
         assert agent.uploader is not None
         assert await agent.uploader.drained()
         rig.server.services.seams.cases = StaticCases({
-            "id": 1, "number": "京市监检〔2026〕1号", "title": "现场检查 / on-site inspection", "category": "inspection",
+            "id": 1, "number": "京市监检〔2026〕1号", "title": "现场检查 / on-site inspection",
+            "category": "inspection",
             "category_zh": "检查", "handler": "ch", "steps": [{
                 "id": "step-1", "title": "现场检查", "activity": "on_site_inspection", "requirement": "full",
                 "planned_start_ms": a0, "planned_end_ms": b1,

@@ -66,8 +66,8 @@ class Viewer:
             t.cancel()
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate: Any, within: float = 15.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -117,9 +117,9 @@ async def test_live_view_relays_to_several_viewers_while_recording_continues(
         views = await rig.server.services.live.views(device_id=agent.device_id)
         assert len(events) == 3 and len(views) == 3
         assert {v["access_id"] for v in views} == {e["id"] for e in events}
-        for v in views:
-            assert v["ended_ms"] is not None and v["ended_ms"] >= v["started_ms"]
-            assert v["end_reason"] == "left"
+        for record in views:
+            assert record["ended_ms"] is not None and record["ended_ms"] >= record["started_ms"]
+            assert record["end_reason"] == "left"
         assert {e["reason"] for e in events} == {"supervision of the inspection"}
 
 
@@ -135,14 +135,15 @@ async def test_a_view_without_a_reason_is_refused_before_any_frame(tmp_path: Pat
 
 
 async def test_the_time_limit_ends_the_session_and_the_views(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
-    async with live_rig(tmp_path, mosquitto.url, **{"live.max_view_s": 10}) as rig:
+    limits: dict[str, Any] = {"live.max_view_s": 10}
+    async with live_rig(tmp_path, mosquitto.url, None, **limits) as rig:
         status, session = await rig.api("POST", f"/api/v1/devices/{rig.agent.device_id}/live")
         assert status == 201
         viewer = Viewer()
         with loopback_ice():
             assert await viewer.join(rig, session["session"]) == 201
             await wait_for(lambda: viewer.frames["video"] > 5, what="frames")
-            await wait_for(lambda: not rig.agent.live.sessions, timeout=15, what="the time limit")
+            await wait_for(lambda: not rig.agent.live.sessions, within=15, what="the time limit")
         views = await rig.server.services.live.views()
         assert views[0]["end_reason"] == "session-time-limit"
         # The device opened its camera for the view only, and closed it again.

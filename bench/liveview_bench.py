@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.media import font  # noqa: E402
-from tests.helpers.live import LiveRig, live_rig, loopback_ice, media  # noqa: E402
-from tests.services.mosquitto import MosquittoBroker  # noqa: E402
+from agent.media import font
+from tests.helpers.live import LiveRig, live_rig, loopback_ice, media
+from tests.services.mosquitto import MosquittoBroker
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
@@ -119,8 +119,8 @@ async def run_viewers(rig: LiveRig, browser: Any, n: int, seconds: float, geom: 
         await p.click("#live-leave")
     for context in contexts:
         await context.close()
-    while rig.agent.live.sessions:
-        await asyncio.sleep(0.2)
+    for session in list(rig.agent.live.sessions.values()):  # the server stops it once the viewers left
+        await session.ended.wait()
     captured = dict(rig.agent.live_tap.capture_times)
     first = sorted(r["first"] - r["clicked"] for r in results if r["first"] and r["clicked"])
     delays = [shown - captured[n] for r in results for n, shown in r["samples"] if n in captured]

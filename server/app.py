@@ -94,6 +94,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     log_service = LogService(db, clock, keyring, config.log)
     access = AccessService(db, clock, log_service)
     seams = build_seams(config, db, clock, keyring, datadir.root)
+    seams.cases = cases  # cases-audit has landed: the case pages read the real service
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),

@@ -14,8 +14,7 @@ seam               replaced by (branch)                    interim on main
 ``AccessLog``      ``AccessService`` (tamper)              :class:`InterimAccessLog`: a JSON-lines file in the
                                                            data dir, written and fsynced before the grant is
                                                            returned; not in the transparency log
-``CasesView``      ``CasesService`` (cases-audit)          none: the case pages say the service is missing;
-                                                           tests install a stand-in
+``CasesView``      ``CasesService`` (cases-audit)          wired: cases-audit has landed on main
 =================  ======================================  ================================================
 
 None of the interims is evidence-grade: they exist so that live view and the pages work end to end

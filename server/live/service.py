@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between checks of the limits of each session.
 WATCH_INTERVAL_S = 0.5
+#: How much later than the server's limit the device's own limit ends a session.
+DEVICE_LIMIT_GRACE_S = 5
 
 
 class DeviceDidNotConnect(ServerError):
@@ -166,7 +168,9 @@ class LiveService:
                           now + self.config.max_view_s * 1000)
         self.sessions[session.id] = session
         params = {"session": session.id, "offer_path": f"/api/v1/device/live/{session.id}/offer",
-                  "ice_servers": ice_servers(self.config), "max_s": self.config.max_view_s,
+                  # The device's own limit is a backstop a little later than ours, so the server ends
+                  # the session (and records why) unless it has lost the device.
+                  "ice_servers": ice_servers(self.config), "max_s": self.config.max_view_s + DEVICE_LIMIT_GRACE_S,
                   "max_width": self.config.max_width}
         try:
             sent = await self.commands.issue(device_id, CommandKind.LIVE_VIEW_START, params,

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from server.errors import NotFound
 from tests.helpers.live import LATE_MS, LiveRig, live_rig, loopback_ice, media
 from tests.services.mosquitto import MosquittoBroker
 
@@ -34,19 +33,24 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
-class StaticCases:
-    """A stand-in for the cases service (branch cases-audit) holding one case: see server/seams.py."""
-
-    def __init__(self, case: dict[str, Any]) -> None:
-        self.case = case
-
-    async def list_cases(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in self.case.items() if k != "steps"}]
-
-    async def get_case(self, case_id: int) -> dict[str, Any]:
-        if case_id != self.case["id"]:
-            raise NotFound(f"no case {case_id}", code="unknown_case")
-        return self.case
+async def open_case(rig: LiveRig, start_ms: int, end_ms: int, recordings: list[str]) -> None:
+    """A case (through the cases API) with one on-site inspection step spanning both recordings."""
+    status, body = await rig.api("POST", "/api/v1/users", {"name": "ch", "role": "case_handler"}, token=rig.admin)
+    assert status == 201, body
+    handler = body["token"]["token"]
+    status, case = await rig.api("POST", "/api/v1/cases", {
+        "number": "京市监检〔2026〕1号", "category": "inspection", "title": "现场检查 / on-site inspection"},
+        token=handler)
+    assert status == 201, case
+    status, step = await rig.api("POST", f"/api/v1/cases/{case['id']}/steps", {
+        "id": "step-1", "stage": "investigation", "activity": "on_site_inspection", "title": "现场检查",
+        "planned_start_ms": start_ms, "planned_end_ms": end_ms}, token=handler)
+    assert status == 201, step
+    for rec in recordings:
+        status, link = await rig.api("POST", f"/api/v1/cases/{case['id']}/steps/step-1/links", {
+            "device_id": rig.agent.device_id, "recording_id": rec, "reason": "footage of the inspection"},
+            token=handler)
+        assert status == 201, link
 
 
 async def record(rig: LiveRig, seconds: float) -> tuple[str, int, int]:
@@ -74,14 +78,7 @@ async def test_supervisor_walkthrough_in_chromium(tmp_path: Path, mosquitto: Mos
         rec_b, _b0, b1 = await record(rig, 2.5)
         assert agent.uploader is not None
         assert await agent.uploader.drained()
-        rig.server.services.seams.cases = StaticCases({
-            "id": 1, "number": "京市监检〔2026〕1号", "title": "现场检查 / on-site inspection",
-            "category": "inspection",
-            "category_zh": "检查", "handler": "ch", "steps": [{
-                "id": "step-1", "title": "现场检查", "activity": "on_site_inspection", "requirement": "full",
-                "planned_start_ms": a0, "planned_end_ms": b1,
-                "links": [{"device_id": agent.device_id, "recording_id": rec_a, "from_ms": None, "until_ms": None},
-                          {"device_id": agent.device_id, "recording_id": rec_b, "from_ms": None, "until_ms": None}]}]})
+        await open_case(rig, a0, b1, [rec_a, rec_b])
         # A recording in progress for the live part: its chunks must keep coming, on time.
         await agent.start_recording(reason="browser-test-live")
 

@@ -93,8 +93,10 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     audit = AuditService(db, clock, cases, config.audit)
     log_service = LogService(db, clock, keyring, config.log)
     access = AccessService(db, clock, log_service)
-    seams = build_seams(config, db, clock, keyring, datadir.root)
-    seams.cases = cases  # cases-audit has landed: the case pages read the real service
+    fleet = FleetService(db, clock, config.mqtt.clock_skew_tolerance_ms)
+    commands = CommandsService(db, clock, keyring)
+    # sync-server and cases-audit have landed: live view and the pages use their services.
+    seams = build_seams(db, clock, datadir.root, commands=commands, fleet=fleet, cases=cases)
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),
@@ -104,8 +106,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue),
         findings=FindingsService(db),
         policy=policy, cases=cases, audit=audit, review=ReviewService(db, clock, cases, audit),
-        fleet=FleetService(db, clock, config.mqtt.clock_skew_tolerance_ms),
-        commands=CommandsService(db, clock, keyring),
+        fleet=fleet,
+        commands=commands,
         log=log_service,
         access=access,
         scrubber=Scrubber(db, clock, store, config.scrub, access),
@@ -158,7 +160,6 @@ async def _startup(app: web.Application) -> None:
             log.warning("created user 'admin'; its token is in %s (mode 0600)", s.datadir.admin_token)
         except FileExistsError:
             log.error("%s exists from an earlier database; the new admin token was NOT written", s.datadir.admin_token)
-    await s.seams.start()
     tasks = app[TASKS]
     tasks.append(asyncio.create_task(_every(s.clock, NONCE_PRUNE_S, s.authenticator.prune_nonces), name="nonces"))
     tasks.append(asyncio.create_task(_every(s.clock, KEY_REFRESH_S, s.keyring.refresh), name="keys"))
@@ -202,7 +203,6 @@ async def _cleanup(app: web.Application) -> None:
     if replication is not None:
         await replication.close()
     await s.live.close()
-    await s.seams.close()
     await s.store.close()
     await s.db.close()
 

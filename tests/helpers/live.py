@@ -127,13 +127,11 @@ async def live_rig(root: Path, broker_url: str, media_config: MediaConfig | None
             await agent.open()
             await agent.enroll(enrollment)
             await agent.connect(mqtt=True)
-            # Commands published before the device subscribed are lost on a broker without a session
-            # for it (sync-server re-sends them when the device comes online; the interim does not).
-            mqtt = server.services.seams.mqtt
-            assert agent.mqtt is not None and mqtt is not None
+            # Start from a device the server sees online, as a supervisor would.
+            assert agent.mqtt is not None
             await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
             for _ in range(200):
-                if mqtt.online.get(agent.device_id, (False, 0))[0]:
+                if (await server.services.fleet.device(agent.device_id)).get("online"):
                     break
                 await asyncio.sleep(0.05)
             yield LiveRig(server, agent, admin, supervisor, http)

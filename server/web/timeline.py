@@ -91,7 +91,7 @@ def timeline_svg(rows: list[Row], *, title: str, tolerance_ms: int = DEFAULT_TOL
             w0, w1 = row.window
             parts.append(f'<rect class="window" x="{x(w0)}" y="{y + 4}" width="{max(1.0, x(w1) - x(w0))}" '
                          f'height="{ROW_H - 8}" fill="#d9d9d9"><title>{_clock(w0)}–{_clock(w1)}</title></rect>')
-        for lo, hi in merge(row.recorded):
+        for lo, hi in merge(row.recorded, tolerance_ms):  # holes under the tolerance are not gaps either
             parts.append(f'<rect class="recorded" x="{x(lo)}" y="{y + 8}" width="{max(1.0, x(hi) - x(lo))}" '
                          f'height="{ROW_H - 16}" fill="#2e7d32"><title>{_clock(lo)}–{_clock(hi)}</title></rect>')
         for lo, hi in row.gaps(tolerance_ms):

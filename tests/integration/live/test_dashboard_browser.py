@@ -161,7 +161,7 @@ async def walkthrough(page: Any, rig: LiveRig, rec_a: str, t_start: float) -> No
     gap = page.locator("svg.timeline rect.gap")
     await gap.first.wait_for()
     assert await gap.count() == 1
-    assert await page.locator("svg.timeline rect.recorded").count() == 2
+    assert await page.locator("svg.timeline rect.recorded").count() == 2  # the two recordings, either side
     await shot("4-case-timeline")
 
     # Play recording A: one access event, chunks in order, decoded to the end.

@@ -1,7 +1,7 @@
 """Live views: one row per viewer of a live session, with start, end and the access event.
 
 Revision ID: b4e07c1d9a55
-Revises: sync0001
+Revises: c7a3e91f4d02
 Create Date: 2026-11-23
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = 'b4e07c1d9a55'
-down_revision = 'sync0001'
+down_revision = 'c7a3e91f4d02'
 branch_labels = None
 depends_on = None
 

@@ -28,7 +28,6 @@ from server.keyring import ServerKeyring
 from server.live.service import LiveService
 from server.log.service import LogService
 from server.mqtt.plane import MqttPlane
-from server.seams import build_seams
 from server.services import Services
 from server.services.access import AccessService
 from server.services.accounts import AccountsService
@@ -95,8 +94,6 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     access = AccessService(db, clock, log_service)
     fleet = FleetService(db, clock, config.mqtt.clock_skew_tolerance_ms)
     commands = CommandsService(db, clock, keyring)
-    # sync-server and cases-audit have landed: live view and the pages use their services.
-    seams = build_seams(db, clock, datadir.root, commands=commands, fleet=fleet, cases=cases)
     services = Services(
         config=config, clock=clock, datadir=datadir, db=db, store=store, keyring=keyring,
         authenticator=Authenticator(db, clock, window_ms),
@@ -112,8 +109,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         access=access,
         scrubber=Scrubber(db, clock, store, config.scrub, access),
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
-        seams=seams,
-        live=LiveService(db, clock, config.live, seams.commands, seams.access),
+        live=LiveService(db, clock, config.live, commands, access),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],

@@ -26,7 +26,6 @@ from server.live import api as live_api
 from server.services import Services
 from server.services.ingest import check_upload_key
 from server.storage.local import LocalStore
-from server.web import playback
 from server.web.session import cookie_principal
 
 # -- access ----------------------------------------------------------------------------------
@@ -149,7 +148,6 @@ EXPORT = Body("Export", {
     "case_id": F("integer", "a case: its linked recordings, links and audit report", required=False,
                  nullable=True, lo=1, hi=2**31 - 1),
 })
-REASON = Body("Reason", {"reason": F("string", "why (recorded in the access log)", max_len=500)})
 SDP = F("string", "SDP text", max_len=65_536, multiline=True)
 SDP_OFFER = Body("SdpOffer", {"type": F("string", "always offer", enum=("offer",)), "sdp": SDP})
 VIEWER_OFFER = Body("ViewerOffer", {
@@ -739,12 +737,6 @@ ROUTES: tuple[Route, ...] = (
           "end a live session for every viewer (sends live_view_stop)", "live"),
     Route("GET", "/api/v1/live-views", live_api.views, frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR}),
           "live views with their start and end, newest first", "live", query=LIVE_VIEW_QUERY),
-    Route("POST", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback", playback.start, EVIDENCE_READERS,
-          "play a recording: opens one access event (view) for its verified chunks, answers them with a ticket",
-          "footage", body=REASON, ok_status=201),
-    Route("GET", "/api/v1/devices/{device_id}/recordings/{recording_id}/playback/{seq}", playback.chunk,
-          EVIDENCE_READERS, "one chunk of a playback (the ticket binds it to its access event and reader)",
-          "footage", query={"ticket": F("string", "playback ticket", max_len=120)}, response="video/mp4"),
     Route("POST", "/api/v1/device/live/{session_id}/offer", live_api.device_offer, DEVICES,
           "the device's WebRTC offer for a live session it was commanded to start; answers the server's SDP",
           "device", body=SDP_OFFER),

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -41,7 +41,7 @@ from server.db.database import Database
 from server.db.schema import devices, live_views
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, ServerError
 from server.live.tracks import FreshestTrack
-from server.seams import AccessLog, CommandSender, Reader
+from server.services.access import AccessService, Reader
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,13 @@ class DeviceDidNotConnect(ServerError):
     """The device did not send its offer in time (offline, no route, or refused the command)."""
 
     status = 504
+
+
+class CommandSender(Protocol):
+    """What live view needs of the command service (``CommandsService.issue``): sign, store, publish."""
+
+    async def issue(self, device_id: str, kind: str, params: dict[str, Any] | None, ttl_s: int | None,
+                    actor: str) -> dict[str, Any]: ...
 
 
 def ice_servers(config: LiveConfig) -> list[dict[str, Any]]:
@@ -128,7 +135,7 @@ class LiveService:
     """Every live session of this server process."""
 
     def __init__(self, db: Database, clock: Clock, config: LiveConfig, commands: CommandSender | None,
-                 access: AccessLog) -> None:
+                 access: AccessService) -> None:
         self.db = db
         self.clock = clock
         self.config = config

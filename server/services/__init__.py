@@ -35,7 +35,6 @@ from server.storage.base import FootageStore
 
 if TYPE_CHECKING:
     from server.live.service import LiveService
-    from server.seams import Seams
 
 
 @dataclass(slots=True)
@@ -65,6 +64,5 @@ class Services:
     access: AccessService
     scrubber: Scrubber
     exports: ExportService
-    #: Stand-ins for services of other branches (server/seams.py), and live view (server/live/).
-    seams: Seams
+    #: Live view (server/live/).
     live: LiveService

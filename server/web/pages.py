@@ -40,6 +40,8 @@ FLEET_ROLES = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR})
 EVIDENCE_ROLES = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.SUPERVISOR, R.AUDITOR, R.CASE_HANDLER, R.LEGAL_REVIEWER})
 CASE_ROLES = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR, R.CASE_HANDLER, R.LEGAL_REVIEWER})
 LIVE_ROLES = frozenset({R.ADMIN, R.SUPERVISOR})
+#: Who may read footage (the footage routes' role set; every read is in the access log).
+FOOTAGE_ROLES = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
 AUDIT_ROLES = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
 ACCESS_ROLES = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
 
@@ -263,7 +265,7 @@ def _checkpoint(cp: dict[str, Any] | None) -> str:
 
 async def fleet(page: Page) -> web.StreamResponse:
     """Every device's health."""
-    view = await page.services.seams.fleet.fleet()
+    view = await page.services.fleet.fleet()
     totals = view["totals"]
     rows = []
     for d in view["devices"]:
@@ -295,7 +297,7 @@ async def device(page: Page) -> web.StreamResponse:
     """One device: health, live view, recordings, recent entries."""
     s, dev = page.services, page.request.match_info["device_id"]
     record = await s.devices.get(dev)
-    view = await s.seams.fleet.device(dev)
+    view = await s.fleet.device(dev)
     facts = [(page.t("col.state"), h(record["state"])), (page.t("col.online"), _online(page, view.get("online"))),
              (page.t("col.recording"), _rec_state(page, view["recording"]["state"])),
              (page.t("col.battery"), h(view.get("battery_pct"))),
@@ -309,9 +311,10 @@ async def device(page: Page) -> web.StreamResponse:
         body += f'<p><a class="button live-link" href="/ui/devices/{dev}/live">{h(page.t("device.live"))}</a></p>'
     if page.may(EVIDENCE_ROLES):
         recs = await _recordings(s, dev)
+        play = page.may(FOOTAGE_ROLES)
         rows = [[h(r.recording_id), when(r.start_ms), h(f"{(r.end_ms - r.start_ms) / 1000:.0f} s"), h(r.chunks),
                  f'<a class="play-link" href="/ui/devices/{dev}/recordings/{quote(r.recording_id)}">'
-                 f'{h(page.t("device.play"))}</a>'] for r in recs]
+                 f'{h(page.t("device.play"))}</a>' if play else ""] for r in recs]
         body += f"<h2>{h(page.t('device.recordings'))}</h2>" + table(
             [page.t(k) for k in ("col.recording_id", "col.start", "col.duration", "col.chunks")] + [""], rows,
             cls="recordings", empty=page.t("device.no_recordings"))
@@ -350,14 +353,12 @@ async def playback_page(page: Page) -> web.StreamResponse:
             f'maxlength="500"></label> <button type="submit" id="play-start">{h(page.t("play.start"))}</button></form>'
             f'<p id="play-status" class="status"></p><video id="play-video" controls muted playsinline></video>')
     return layout(page, page.t("play.title", id=rec), body, scripts=("common.js", "player.js"),
-                  messages=("play.chunk", "play.done", "play.failed"))
+                  messages=("play.access", "play.done", "play.failed"))
 
 
 async def cases(page: Page) -> web.StreamResponse:
-    """Cases (from the cases service, when this server has it)."""
-    view = page.services.seams.cases
-    if view is None:
-        return layout(page, page.t("cases.title"), f'<p class="empty">{h(page.t("cases.unavailable"))}</p>')
+    """Cases."""
+    view = page.services.cases
     rows = [[f'<a class="case-link" href="/ui/cases/{c["id"]}">{h(c["number"])}</a>', h(c["title"]),
              h(c.get("category_zh") if page.lang == "zh-CN" else c.get("category")), h(c.get("handler"))]
             for c in await view.list_cases()]
@@ -392,9 +393,7 @@ async def _recorded(services: Services, links: list[dict[str, Any]]) -> list[tup
 
 async def case(page: Page) -> web.StreamResponse:
     """One case: its steps and the coverage timeline."""
-    view = page.services.seams.cases
-    if view is None:
-        return layout(page, page.t("cases.title"), f'<p class="empty">{h(page.t("cases.unavailable"))}</p>')
+    view = page.services.cases
     try:
         case_id = int(page.request.match_info["case_id"])
     except ValueError:
@@ -477,7 +476,7 @@ async def access(page: Page) -> web.StreamResponse:
     s = page.services
     views = await s.live.views(limit=200)
     ended = {v["access_id"]: v for v in views}
-    events = await s.seams.access.query(limit=1000)
+    events = await s.access.query(limit=1000)
     live_rows = [[h(v["actor"]), f'<a href="/ui/devices/{v["device_id"]}">{h(v["device_id"])}</a>',
                   h(v["access_id"]), when(v["started_ms"]),
                   when(v["ended_ms"]) if v["ended_ms"] else h(page.t("access.ongoing")), h(v.get("end_reason"))]
@@ -509,7 +508,7 @@ PAGES: tuple[tuple[str, PageHandler, frozenset[Role]], ...] = (
     ("/ui/devices/{device_id:[a-z2-7]{24}}", device, FLEET_ROLES),
     ("/ui/devices/{device_id:[a-z2-7]{24}}/live", live, LIVE_ROLES),
     ("/ui/devices/{device_id:[a-z2-7]{24}}/recordings/{recording_id:[A-Za-z0-9][A-Za-z0-9._:-]{0,63}}",
-     playback_page, EVIDENCE_ROLES),
+     playback_page, FOOTAGE_ROLES),
     ("/ui/cases", cases, CASE_ROLES),
     ("/ui/cases/{case_id:[0-9]{1,12}}", case, CASE_ROLES),
     ("/ui/audit", audit, AUDIT_ROLES),

@@ -113,7 +113,7 @@ async def test_live_view_relays_to_several_viewers_while_recording_continues(
         assert seqs[-1] == head
 
         # Each view is on record: an access event before it started, an end when it ended.
-        events = await rig.server.services.seams.access.query(kind="live_view")
+        events = await rig.server.services.access.query(kind="live_view")
         views = await rig.server.services.live.views(device_id=agent.device_id)
         assert len(events) == 3 and len(views) == 3
         assert {v["access_id"] for v in views} == {e["id"] for e in events}

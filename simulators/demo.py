@@ -54,7 +54,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     server = await start_server(config, clock)
     admin_token = server.services.datadir.admin_token.read_text().strip()
     try:
-        say(f"server: {server.url}   admin token: {admin_token}")
+        say(f"dashboard: {server.url}/ui/   sign-in token: {admin_token}")
         say(f"data:   {data_dir}   (inspect later: custody admin --data-dir {data_dir / 'server'} findings)")
         say(f"day:    {scenario.name}, {len(scenario.devices)} devices, {len(scenario.timeline)} events, "
             f"{clock.speed:g}x real time")

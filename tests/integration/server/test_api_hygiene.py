@@ -104,7 +104,9 @@ async def test_cli_server_and_admin_through_the_api(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "custody", "server", "--data-dir", str(data), "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # A free port for the embedded broker too: 1883 may be held by anything else on the machine.
+        env={**os.environ, "CUSTODY_MQTT_EMBEDDED_PORT": "0"})
     try:
         assert proc.stdout is not None
         banner: list[str] = []

@@ -44,6 +44,7 @@ from server.services.policy import PolicyService
 from server.services.replication import ReplicationService, second_store, target_name
 from server.services.review import ReviewService
 from server.services.scrub import Scrubber
+from server.services.units import UnitsService
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
 from server.web.pages import add_web_routes
@@ -110,6 +111,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         scrubber=Scrubber(db, clock, store, config.scrub, access),
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
         live=LiveService(db, clock, config.live, commands, access),
+        units=UnitsService(db, clock),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],

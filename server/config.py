@@ -236,6 +236,18 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Retention classes of footage (server/retention.py); retention only ever grows."""
+
+    unlinked_days: int = opt(183, "footage linked to no case step is kept this many days after it was recorded",
+                             lo=183, hi=36500)
+    case_years: int = opt(2, "footage linked to a case is kept this many years after the case's last step ended",
+                          lo=0, hi=100)
+    expiry_interval_s: int = opt(3600, "how often the expiry job runs (0: never; run it with custody expire)",
+                                 lo=0, hi=30 * 86400)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The whole server configuration."""
 
@@ -252,6 +264,7 @@ class ServerConfig:
     scrub: ScrubConfig = section(ScrubConfig, "footage re-verification")
     live: LiveConfig = section(LiveConfig, "live view relay")
     web: WebConfig = section(WebConfig, "dashboard")
+    retention: RetentionConfig = section(RetentionConfig, "retention classes, legal hold and expiry")
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with top-level fields replaced."""

@@ -129,13 +129,19 @@ def _principal(ctx: Ctx) -> Any:
 
 async def cases_list(ctx: Ctx) -> web.StreamResponse:
     """List cases."""
-    return _ok({"cases": await ctx.services.cases.list_cases(handler=ctx.params.get("handler"),
-                                                             category=ctx.params.get("category"))})
+    units = ctx.services.units
+    return _ok({"cases": await ctx.services.cases.list_cases(
+        handler=ctx.params.get("handler"), category=ctx.params.get("category"),
+        case_ids=await units.scoped_ids("case", await units.scope(ctx.principal)))})
 
 
 async def cases_add(ctx: Ctx) -> web.StreamResponse:
     """Open a case."""
-    return _ok(await ctx.services.cases.create_case(ctx.body, _principal(ctx)), 201)
+    case = await ctx.services.cases.create_case(ctx.body, _principal(ctx))
+    scope = await ctx.services.units.scope(ctx.principal)
+    if scope.root is not None:  # a case opened by someone working in a unit belongs to that unit
+        case["unit_id"] = (await ctx.services.units.place("case", case["id"], scope.root))["unit_id"]
+    return _ok(case, 201)
 
 
 async def cases_get(ctx: Ctx) -> web.StreamResponse:
@@ -195,6 +201,10 @@ async def signoff(ctx: Ctx) -> web.StreamResponse:
 async def audit(ctx: Ctx) -> web.StreamResponse:
     """The audit of missing recordings, as JSON, text or CSV."""
     p = ctx.params
+    scope = await ctx.services.units.scope(ctx.principal)
+    if not scope.everywhere and not any(p.get(k) for k in ("case_id", "officer_id", "device_id")):
+        # The guard already checked a named case, officer or device; an unfiltered audit spans every unit.
+        await ctx.services.units.refuse(ctx.principal, "audit", "all", "GET /api/v1/audit", None, scope)
     report = await ctx.services.audit.run(AuditFilters(
         case_id=p.get("case_id"), officer_id=p.get("officer_id"), device_id=p.get("device_id"),
         since_ms=p.get("since"), until_ms=p.get("until")))

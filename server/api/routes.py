@@ -19,6 +19,7 @@ from aiohttp import web
 from protocol.messages import CommandKind
 from server.api import cases_api as cz
 from server.api import evidence
+from server.api import governance_api as gov
 from server.api.body import Body, F
 from server.auth import USER_ROLES, Principal, Role, has_device_auth
 from server.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
@@ -279,9 +280,36 @@ def wrap(route: Route, services: Services) -> Callable[[web.Request], Awaitable[
         body = route.body.parse(raw) if isinstance(route.body, Body) else {}
         if route.body is None and raw.strip():
             raise BadRequest("this endpoint takes no body", code="unexpected_body")
+        if principal is not None and principal.kind == "user":
+            await guard_scope(services, principal, route, params, body)
         return await route.handler(Ctx(request, services, principal, params, body, raw))
 
     return handler
+
+
+#: Path, query and body fields naming a resource that belongs to a unit (server/services/units.py).
+SCOPED_FIELDS = {"device_id": "device", "case_id": "case", "officer_id": "officer", "name": "user"}
+
+
+async def guard_scope(services: Services, principal: Principal, route: Route, params: dict[str, Any],
+                      body: dict[str, Any]) -> None:
+    """Refuse (and record) any request naming a resource outside the caller's units.
+
+    One guard for every route, keyed on the names of its fields, so that a new route cannot forget
+    it; lists are filtered by their handlers.
+    """
+    action = f"{route.method} {route.openapi_path}"
+    for source in (params, body):
+        for name, kind in SCOPED_FIELDS.items():
+            value = source.get(name)
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                await services.units.check(principal, kind, value, action)
+
+
+async def scoped(ctx: Ctx, kind: str, items: list[dict[str, Any]], key: str = "id") -> list[dict[str, Any]]:
+    """``items`` without those outside the caller's units."""
+    ids = await ctx.services.units.scoped_ids(kind, await ctx.services.units.scope(ctx.principal))
+    return items if ids is None else [i for i in items if i.get(key) in ids]
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -314,7 +342,7 @@ async def me(ctx: Ctx) -> web.StreamResponse:
 
 async def users_list(ctx: Ctx) -> web.StreamResponse:
     """List users."""
-    return ok({"users": await ctx.services.accounts.list_users()})
+    return ok({"users": await scoped(ctx, "user", await ctx.services.accounts.list_users(), "name")})
 
 
 async def users_add(ctx: Ctx) -> web.StreamResponse:
@@ -353,7 +381,7 @@ async def tokens_revoke(ctx: Ctx) -> web.StreamResponse:
 
 async def officers_list(ctx: Ctx) -> web.StreamResponse:
     """List officers."""
-    return ok({"officers": await ctx.services.officers.list_officers()})
+    return ok({"officers": await scoped(ctx, "officer", await ctx.services.officers.list_officers())})
 
 
 async def officers_add(ctx: Ctx) -> web.StreamResponse:
@@ -389,7 +417,8 @@ async def enroll_tokens_list(ctx: Ctx) -> web.StreamResponse:
 
 async def devices_list(ctx: Ctx) -> web.StreamResponse:
     """List devices."""
-    return ok({"devices": await ctx.services.devices.list_devices(ctx.params.get("state"))})
+    listed = await ctx.services.devices.list_devices(ctx.params.get("state"))
+    return ok({"devices": await scoped(ctx, "device", listed)})
 
 
 async def devices_get(ctx: Ctx) -> web.StreamResponse:
@@ -467,7 +496,8 @@ async def commands_list(ctx: Ctx) -> web.StreamResponse:
 
 async def fleet(ctx: Ctx) -> web.StreamResponse:
     """Every device's health, pending uploads and continuity."""
-    return ok(await ctx.services.fleet.fleet())
+    units = ctx.services.units
+    return ok(await ctx.services.fleet.fleet(await units.scoped_ids("device", await units.scope(ctx.principal))))
 
 
 async def entries_list(ctx: Ctx) -> web.StreamResponse:
@@ -484,10 +514,11 @@ async def entries_get(ctx: Ctx) -> web.StreamResponse:
 
 async def findings_list(ctx: Ctx) -> web.StreamResponse:
     """Findings."""
-    p = ctx.params
+    p, units = ctx.params, ctx.services.units
     return ok({"findings": await ctx.services.findings.list_findings(
         device_id=p.get("device_id"), code=p.get("code"), open_only=p.get("open", False),
-        after_id=p.get("after_id", 0), limit=p.get("limit", 100))})
+        after_id=p.get("after_id", 0), limit=p.get("limit", 100),
+        device_ids=await units.scoped_ids("device", await units.scope(ctx.principal)))})
 
 
 async def server_keys(ctx: Ctx) -> web.StreamResponse:
@@ -712,6 +743,12 @@ ROUTES: tuple[Route, ...] = (
           "every version of the requirement list loaded", "policy"),
     Route("GET", "/api/v1/policy/versions/{version}", cz.policy_version, OFFICER_READERS,
           "one version of the requirement list, as loaded", "policy"),
+    Route("GET", "/api/v1/units", gov.units_list, OFFICER_READERS, "the units in the caller's scope", "units"),
+    Route("POST", "/api/v1/units", gov.units_add, ADMINS, "add a unit (bureau > section > team)", "units",
+          body=gov.UNIT_ADD, ok_status=201),
+    Route("POST", "/api/v1/placements", gov.placements_add, ADMINS,
+          "put an officer, device, user or case in a unit; grant a user a wider scope", "units", body=gov.PLACEMENT),
+    Route("GET", "/api/v1/scope", gov.scope_me, ALL, "the units the caller acts in (null: agency-wide)", "units"),
     Route("GET", "/api/v1/device/self", device_self, DEVICES, "the calling device, its assignment, server keys",
           "device"),
     Route("POST", "/api/v1/device/entries", device_announce, DEVICES,

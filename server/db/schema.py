@@ -26,6 +26,21 @@ metadata = sa.MetaData(naming_convention=NAMING)
 Ms = sa.BigInteger
 Seq = sa.BigInteger
 
+# -- units (server/services/units.py) --------------------------------------------------------------
+
+units = sa.Table(
+    "units",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # bureau | section | team
+    sa.Column("parent_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True),
+    # "/bureau/section/team/": a subtree is a prefix, so scope checks are one LIKE.
+    sa.Column("path", sa.String(1000), nullable=False, unique=True),
+    sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+)
+
 users = sa.Table(
     "users",
     metadata,
@@ -35,6 +50,10 @@ users = sa.Table(
     sa.Column("created_ms", Ms, nullable=False),
     sa.Column("created_by", sa.String(64), nullable=True),
     sa.Column("disabled_ms", Ms, nullable=True),
+    # Home unit, and the root of a wider scope granted to this user (server/services/units.py);
+    # a user with neither acts agency-wide.
+    sa.Column("unit_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True),
+    sa.Column("scope_unit_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True),
 )
 
 api_tokens = sa.Table(
@@ -67,6 +86,7 @@ officers = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("unit", sa.String(200), nullable=False),
+    sa.Column("unit_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True, index=True),
     sa.Column("cert_number", sa.String(64), nullable=False, unique=True),
     sa.Column("cert_expires_ms", Ms, nullable=False),
     sa.Column("created_ms", Ms, nullable=False),
@@ -107,6 +127,7 @@ devices = sa.Table(
     sa.Column("highest_seq", Seq, nullable=True),
     # Highest sequence number with a receipt: the cutoff a state change records.
     sa.Column("receipted_seq", Seq, nullable=True),
+    sa.Column("unit_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True, index=True),
 )
 
 device_keys = sa.Table(
@@ -275,6 +296,7 @@ cases = sa.Table(
     sa.Column("handler", sa.String(64), nullable=False, index=True),  # user name of the case handler
     sa.Column("major", sa.Boolean, nullable=False),  # 重大执法决定: the decision needs legal review
     sa.Column("unit", sa.String(200), nullable=True),
+    sa.Column("unit_id", sa.String(64), sa.ForeignKey("units.id"), nullable=True, index=True),
     sa.Column("created_ms", Ms, nullable=False),
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("updated_ms", Ms, nullable=False),
@@ -544,4 +566,35 @@ live_views = sa.Table(
     sa.Column("end_reason", sa.String(64), nullable=True),
     sa.Index(None, "device_id", "started_ms"),
     sa.Index(None, "access_id"),
+)
+
+
+# -- retention, legal hold, expiry (server/retention.py) --------------------------------------------
+
+legal_holds = sa.Table(
+    "legal_holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(8), nullable=False),  # case | recording
+    # case: the case id; recording: "DEVICE/RECORDING_ID"
+    sa.Column("target_id", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("set_ms", Ms, nullable=False),
+    sa.Column("set_by", sa.String(64), nullable=False),
+    sa.Column("lifted_ms", Ms, nullable=True),
+    sa.Column("lifted_by", sa.String(64), nullable=True),
+    sa.Column("lift_reason", sa.String(500), nullable=True),
+    sa.Index(None, "target", "target_id"),
+)
+
+footage_retention = sa.Table(
+    "footage_retention",
+    metadata,
+    # What the store was last told about an object: retention only grows, so this is a floor.
+    sa.Column("object_key", sa.String(300), primary_key=True),
+    sa.Column("retain_until_ms", Ms, nullable=True),
+    sa.Column("indefinite", sa.Boolean, nullable=False),
+    sa.Column("removed_ms", Ms, nullable=True),
+    sa.Column("removed_class", sa.String(16), nullable=True),
+    sa.Column("updated_ms", Ms, nullable=False),
 )

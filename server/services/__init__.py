@@ -31,6 +31,7 @@ from server.services.officers import OfficersService
 from server.services.policy import PolicyService
 from server.services.review import ReviewService
 from server.services.scrub import Scrubber
+from server.services.units import UnitsService
 from server.storage.base import FootageStore
 
 if TYPE_CHECKING:
@@ -66,3 +67,4 @@ class Services:
     exports: ExportService
     #: Live view (server/live/).
     live: LiveService
+    units: UnitsService

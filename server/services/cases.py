@@ -66,7 +66,7 @@ def case_json(row: Any) -> dict[str, Any]:
     return {"id": row.id, "number": row.number, "category": row.category, "category_zh": CATEGORIES[row.category],
             "title": row.title, "parties": list(row.parties), "handler": row.handler, "major": bool(row.major),
             "unit": row.unit, "created_ms": row.created_ms, "created_by": row.created_by,
-            "updated_ms": row.updated_ms}
+            "updated_ms": row.updated_ms, "unit_id": row._mapping.get("unit_id")}
 
 
 def step_json(row: Any) -> dict[str, Any]:
@@ -199,11 +199,14 @@ class CasesService:
             raise Conflict(f"case number {body['number']!r} exists", code="case_exists") from None
         return case_json(row)
 
-    async def list_cases(self, *, handler: str | None = None, category: str | None = None) -> list[dict[str, Any]]:
+    async def list_cases(self, *, handler: str | None = None, category: str | None = None,
+                         case_ids: set[int] | None = None) -> list[dict[str, Any]]:
         """Cases, oldest first."""
         stmt = sa.select(cases).order_by(cases.c.id)
         if handler is not None:
             stmt = stmt.where(cases.c.handler == handler)
+        if case_ids is not None:  # a caller scoped to some units sees their cases only
+            stmt = stmt.where(cases.c.id.in_(sorted(case_ids)))
         if category is not None:
             stmt = stmt.where(cases.c.category == category)
         async with self.db.read() as conn:

@@ -82,7 +82,7 @@ class FindingsService:
 
     async def list_findings(
         self, *, device_id: str | None = None, code: str | None = None, open_only: bool = False,
-        after_id: int = 0, limit: int = 100,
+        after_id: int = 0, limit: int = 100, device_ids: set[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Findings, oldest first, filtered; page with ``after_id``."""
         stmt = sa.select(findings).where(findings.c.id > after_id).order_by(findings.c.id).limit(limit)
@@ -90,6 +90,8 @@ class FindingsService:
             stmt = stmt.where(findings.c.device_id == device_id)
         if code is not None:
             stmt = stmt.where(findings.c.code == code)
+        if device_ids is not None:  # a caller scoped to some units sees their devices' findings only
+            stmt = stmt.where(findings.c.device_id.in_(sorted(device_ids)))
         if open_only:
             stmt = stmt.where(findings.c.closed_ms.is_(None))
         async with self.db.read() as conn:

@@ -292,15 +292,16 @@ class FleetService:
             "missing_entries": missing,
         }
 
-    async def fleet(self) -> dict[str, Any]:
-        """Every device's health, pending chunks and continuity, plus totals and the MQTT counters."""
+    async def fleet(self, device_ids: set[str] | None = None) -> dict[str, Any]:
+        """Every device's (of ``device_ids``, when given) health, pending chunks and continuity, plus totals."""
         now = self.clock.now_ms()
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(devices).order_by(devices.c.enrolled_ms, devices.c.id))).all()
             healths = {r.device_id: r for r in (await conn.execute(sa.select(device_health))).all()}
             pending = await self._pending(conn, None)
             gaps = await self._gaps(conn, None)
-        views = [self._view(r, healths.get(r.id), pending.get(r.id), gaps.get(r.id, 0), now) for r in rows]
+        views = [self._view(r, healths.get(r.id), pending.get(r.id), gaps.get(r.id, 0), now) for r in rows
+                 if device_ids is None or r.id in device_ids]
         return {
             "time_ms": now,
             "devices": views,

@@ -105,6 +105,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/devices/{device_id}/live/{session_id}/stop"): {A, S},
     ("GET", "/api/v1/live-views"): {A, S, U},
     ("POST", "/api/v1/device/live/{session_id}/offer"): {V},
+    # Units: everyone sees the units they act in; only an admin shapes the tree and places things in it.
+    ("GET", "/api/v1/units"): set(PEOPLE),
+    ("POST", "/api/v1/units"): {A},
+    ("POST", "/api/v1/placements"): {A},
+    ("GET", "/api/v1/scope"): set(ROLES),
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -170,6 +175,8 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
             ("POST", "/api/v1/log/witnesses"): {"vkey": witness_vkey},
             ("POST", "/api/v1/exports"): {"reason": "role matrix", "recordings": f"{target.device_id}/"
                                                                                 f"{target.recording_id}"},
+            ("POST", "/api/v1/units"): {"id": f"bureau-{n}", "name": "B", "kind": "bureau"},
+            ("POST", "/api/v1/placements"): {"kind": "officer", "id": "off-1", "unit_id": None},
         }
         return bodies.get((method, path))
 

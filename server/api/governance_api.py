@@ -1,0 +1,72 @@
+"""Bodies and thin handlers of the governance endpoints: units and placements, legal holds and
+retention, statistics.
+
+The routes are rows of the one route table in server/api/routes.py; this module keeps their
+declarations and handlers out of that shared file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from server.api.body import Body, F
+from server.services.units import PARENT_KIND, UNIT_ID, UNIT_TABLES
+
+if TYPE_CHECKING:
+    from server.api.routes import Ctx
+
+UNIT = F("string", "unit id", pattern=UNIT_ID.pattern, max_len=64)
+
+UNIT_ADD = Body("UnitAdd", {
+    "id": UNIT,
+    "name": F("string", "name of the unit", max_len=200),
+    "kind": F("string", "bureau (top), section (under a bureau) or team (under a section)", enum=tuple(PARENT_KIND)),
+    "parent_id": F("string", "parent unit (none for a bureau)", required=False, nullable=True,
+                   pattern=UNIT_ID.pattern, max_len=64),
+})
+PLACEMENT = Body("Placement", {
+    "kind": F("string", "what to place", enum=tuple(UNIT_TABLES)),
+    "id": F("string", "its id (a case's number id as a string, a user's name)", max_len=64),
+    "unit_id": F("string", "the unit it belongs to (null: none, agency-wide)", nullable=True,
+                 pattern=UNIT_ID.pattern, max_len=64),
+    "scope_unit_id": F("string", "users only: root of a wider scope granted to them", required=False,
+                       nullable=True, pattern=UNIT_ID.pattern, max_len=64),
+})
+
+
+def _ok(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+                        content_type="application/json", charset="utf-8")
+
+
+async def units_list(ctx: Ctx) -> web.StreamResponse:
+    """The units in the caller's scope, parents first."""
+    units = ctx.services.units
+    return _ok({"units": await units.list_units(await units.scope(ctx.principal))})
+
+
+async def units_add(ctx: Ctx) -> web.StreamResponse:
+    """Add a unit."""
+    b = ctx.body
+    return _ok(await ctx.services.units.create(b["id"], b["name"], b["kind"], b.get("parent_id"), ctx.actor), 201)
+
+
+async def placements_add(ctx: Ctx) -> web.StreamResponse:
+    """Put an officer, device, user or case in a unit."""
+    b = ctx.body
+    rid: Any = b["id"]
+    if b["kind"] == "case":
+        if not rid.isdigit():
+            from server.errors import BadRequest
+
+            raise BadRequest("a case is placed by its numeric id", code="bad_id")
+        rid = int(rid)
+    return _ok(await ctx.services.units.place(b["kind"], rid, b["unit_id"], scope_unit_id=b.get("scope_unit_id")))
+
+
+async def scope_me(ctx: Ctx) -> web.StreamResponse:
+    """The caller's scope."""
+    return _ok((await ctx.services.units.scope(ctx.principal)).to_json())

@@ -61,7 +61,9 @@ class World:
         return api
 
     async def denials(self) -> list[dict[str, Any]]:
-        return (await self.admin.ok("GET", "/api/v1/findings?code=access.denied&limit=1000"))["findings"]
+        found: list[dict[str, Any]] = (await self.admin.ok("GET", "/api/v1/findings?code=access.denied&limit=1000"))[
+            "findings"]
+        return found
 
 
 @pytest.fixture

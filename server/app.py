@@ -35,6 +35,7 @@ from server.services.audit import AuditService
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
+from server.services.expiry import ExpiryJob, HoldsService
 from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
@@ -112,6 +113,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
         live=LiveService(db, clock, config.live, commands, access),
         units=UnitsService(db, clock),
+        holds=HoldsService(db, clock),
+        expiry=ExpiryJob(db, clock, store, config.retention),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],
@@ -174,6 +177,9 @@ async def _startup(app: web.Application) -> None:
         # and a simulation's scaled clock must not make it re-read and decode footage 60 times as fast.
         tasks.append(asyncio.create_task(_every(SystemClock(), s.config.scrub.interval_s, s.scrubber.round),
                                          name="scrub"))
+    if s.config.retention.expiry_interval_s:
+        tasks.append(asyncio.create_task(_every(s.clock, s.config.retention.expiry_interval_s, s.expiry.run),
+                                         name="expiry"))
     queue = app[DECODE_QUEUE]
     for pending in await s.ingest.pending_decodes():
         queue.put_nowait(pending)

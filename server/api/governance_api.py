@@ -70,3 +70,57 @@ async def placements_add(ctx: Ctx) -> web.StreamResponse:
 async def scope_me(ctx: Ctx) -> web.StreamResponse:
     """The caller's scope."""
     return _ok((await ctx.services.units.scope(ctx.principal)).to_json())
+
+
+HOLD_ADD = Body("LegalHoldAdd", {
+    "target": F("string", "case or recording", enum=("case", "recording")),
+    "case_id": F("integer", "the case (target case)", required=False, lo=1, hi=2**31 - 1),
+    "device_id": F("string", "the recording's device (target recording)", required=False, pattern=r"[a-z2-7]{24}",
+                   max_len=24),
+    "recording_id": F("string", "the recording (target recording)", required=False,
+                      pattern=r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", max_len=64),
+    "reason": F("string", "why the footage must be kept (litigation, complaint, inquiry)", max_len=500),
+})
+HOLD_LIFT = Body("LegalHoldLift", {"reason": F("string", "why the hold ends", max_len=500)})
+HOLD_ID = F("integer", "legal hold id", lo=1, hi=2**31 - 1)
+HOLD_QUERY = {"active": F("boolean", "only holds in force", required=False)}
+
+
+def _who(ctx: Ctx) -> Any:
+    assert ctx.principal is not None
+    return ctx.principal
+
+
+async def holds_add(ctx: Ctx) -> web.StreamResponse:
+    """Put a legal hold on a case or a recording."""
+    return _ok(await ctx.services.holds.set_hold(ctx.body, _who(ctx)), 201)
+
+
+async def holds_lift(ctx: Ctx) -> web.StreamResponse:
+    """Lift a legal hold."""
+    target = await ctx.services.holds.target_of(ctx.params["hold_id"])
+    if target is not None:  # the guard saw only the hold's id: check what it holds
+        kind, tid = target
+        await ctx.services.units.check(ctx.principal, "case" if kind == "case" else "device",
+                                       int(tid) if kind == "case" else tid.split("/")[0], "lift hold")
+    return _ok(await ctx.services.holds.lift(ctx.params["hold_id"], ctx.body["reason"], _who(ctx)))
+
+
+async def holds_list(ctx: Ctx) -> web.StreamResponse:
+    """Legal holds, newest first."""
+    return _ok({"holds": await ctx.services.holds.list_holds(bool(ctx.params.get("active", False)))})
+
+
+async def retention_plan(ctx: Ctx) -> web.StreamResponse:
+    """Each recording's retention class and end, and whether it expires now."""
+    ids = await ctx.services.units.scoped_ids("device", await ctx.services.units.scope(ctx.principal))
+    plan = await ctx.services.expiry.plan()
+    return _ok({"time_ms": ctx.services.clock.now_ms(), "recordings": [
+        {"device_id": f.device_id, "recording_id": f.recording_id, "class": r.klass, "retain_until_ms": r.until_ms,
+         "held": f.held, "removed": f.removed, "expires_now": expire}
+        for (f, r, expire) in plan.values() if ids is None or f.device_id in ids]})
+
+
+async def retention_run(ctx: Ctx) -> web.StreamResponse:
+    """Run the expiry job now."""
+    return _ok(await ctx.services.expiry.run())

@@ -49,7 +49,9 @@ DEVICES = frozenset({R.DEVICE})
 CASE_READERS = frozenset({R.ADMIN, R.OFFICER, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
 CASE_WRITERS = frozenset({R.ADMIN, R.CASE_HANDLER})  # a case handler: only the cases they handle
 AUDIT_READERS = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
-LEGAL_REVIEWERS = frozenset({R.LEGAL_REVIEWER})  # not admin: the sign-off is the reviewer's own act
+LEGAL_REVIEWERS = frozenset({R.LEGAL_REVIEWER})
+#: Legal holds keep footage beyond its class: set and lifted by those answerable for evidence.
+HOLDERS = frozenset({R.ADMIN, R.SUPERVISOR, R.LEGAL_REVIEWER})  # not admin: the sign-off is the reviewer's own act
 #: Commands: the service narrows officers to their own device and kinds, supervisors to live view.
 COMMANDERS = frozenset({R.ADMIN, R.DEVICE_ADMIN, R.OFFICER, R.SUPERVISOR})
 COMMAND_READERS = FLEET_READERS | {R.OFFICER}
@@ -77,7 +79,8 @@ SESSION_ID = F("string", "live session id", pattern=r"lv-[0-9a-f]{20}", max_len=
 VIEWER_ID = F("string", "live viewer id", pattern=r"vw-[0-9a-f]{16}", max_len=19)
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
                              "token_id": TOKEN_ID, "key": OBJECT_KEY, "recording_id": RECORDING_ID,
-                             **cz.PATH_PARAMS, "session_id": SESSION_ID, "viewer_id": VIEWER_ID}
+                             **cz.PATH_PARAMS, "session_id": SESSION_ID, "viewer_id": VIEWER_ID,
+                             "hold_id": gov.HOLD_ID}
 
 TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
@@ -748,6 +751,16 @@ ROUTES: tuple[Route, ...] = (
           body=gov.UNIT_ADD, ok_status=201),
     Route("POST", "/api/v1/placements", gov.placements_add, ADMINS,
           "put an officer, device, user or case in a unit; grant a user a wider scope", "units", body=gov.PLACEMENT),
+    Route("POST", "/api/v1/holds", gov.holds_add, HOLDERS, "put a legal hold on a case or a recording (with a "
+          "reason); held footage never expires", "retention", body=gov.HOLD_ADD, ok_status=201),
+    Route("POST", "/api/v1/holds/{hold_id}/lift", gov.holds_lift, HOLDERS, "lift a legal hold (kept on record)",
+          "retention", body=gov.HOLD_LIFT),
+    Route("GET", "/api/v1/holds", gov.holds_list, AUDIT_READERS, "legal holds, newest first", "retention",
+          query=gov.HOLD_QUERY),
+    Route("GET", "/api/v1/retention", gov.retention_plan, AUDIT_READERS,
+          "each recording's retention class and end, and whether it expires now", "retention"),
+    Route("POST", "/api/v1/retention/run", gov.retention_run, ADMINS,
+          "run the expiry job now (it also runs every retention.expiry_interval_s)", "retention"),
     Route("GET", "/api/v1/scope", gov.scope_me, ALL, "the units the caller acts in (null: agency-wide)", "units"),
     Route("GET", "/api/v1/device/self", device_self, DEVICES, "the calling device, its assignment, server keys",
           "device"),

@@ -23,6 +23,7 @@ from server.services.audit import AuditService
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
+from server.services.expiry import ExpiryJob, HoldsService
 from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
@@ -68,3 +69,5 @@ class Services:
     #: Live view (server/live/).
     live: LiveService
     units: UnitsService
+    holds: HoldsService
+    expiry: ExpiryJob

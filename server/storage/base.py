@@ -110,3 +110,32 @@ class FootageStore(abc.ABC):
 
     async def seal(self, key: str) -> None:  # noqa: B027 - optional hook
         """Called once the object verified (local store: make the file read-only)."""
+
+    async def extend_retention(self, key: str, until_ms: int) -> int | None:
+        """Make the store keep ``key`` at least until ``until_ms``; never shortens. The store's date after.
+
+        The local store has no retention of its own (the database keeps it): None.
+        """
+        return None
+
+    async def set_legal_hold(self, key: str, on: bool) -> None:  # noqa: B027 - optional hook
+        """Put (or lift) the store's own legal hold on ``key`` (S3 Object Lock); a no-op where there is none."""
+
+    @abc.abstractmethod
+    async def remove_expired(self, key: str, warrant: object) -> bool:
+        """Remove an object whose retention ended; only the expiry job holds a warrant (server/services/expiry.py).
+
+        True when removed now; False when the store itself still retains it (S3 Object Lock).
+        """
+
+
+class NoWarrant(Exception):
+    """Footage removal asked for outside the expiry job: a bug in the caller, never a client's fault."""
+
+
+def check_warrant(key: str, warrant: object) -> None:
+    """Refuse a removal that does not carry the expiry job's warrant for exactly this key."""
+    from server.services.expiry import ExpiryWarrant  # the one place warrants come from
+
+    if not isinstance(warrant, ExpiryWarrant) or not warrant.valid_for(key):
+        raise NoWarrant(f"removing {key} needs the expiry job's warrant for it")

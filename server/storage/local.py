@@ -21,7 +21,15 @@ import stat
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from server.storage.base import ContentMismatch, FootageStore, ObjectExists, StoredObject, UploadTarget, is_valid_key
+from server.storage.base import (
+    ContentMismatch,
+    FootageStore,
+    ObjectExists,
+    StoredObject,
+    UploadTarget,
+    check_warrant,
+    is_valid_key,
+)
 from server.storage.grant import AccessGrant, require_grant
 
 #: Route of the server's own upload endpoint (see server.routes).
@@ -126,6 +134,21 @@ class LocalStore(FootageStore):
                 return None
 
         return await asyncio.to_thread(read)
+
+    async def remove_expired(self, key: str, warrant: object) -> bool:
+        """The one delete path of this store, for the expiry job only (check_warrant)."""
+        check_warrant(key, warrant)
+        path = self._path(key)
+
+        def remove() -> bool:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+            _fsync_dir(path.parent)
+            return True
+
+        return await asyncio.to_thread(remove)
 
     async def seal(self, key: str) -> None:
         """Make the file read-only for everyone."""

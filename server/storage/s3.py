@@ -30,6 +30,7 @@ from server.storage.base import (
     StoredObject,
     StoreUnavailable,
     UploadTarget,
+    check_warrant,
 )
 from server.storage.grant import AccessGrant, require_grant
 
@@ -180,3 +181,51 @@ class S3Store(FootageStore):
             retain_until_ms=_ms(retain) if retain is not None else None,
             store_sha256=base64.b64decode(checksum).hex() if checksum and "-" not in checksum else None,
         )
+
+    async def extend_retention(self, key: str, until_ms: int) -> int | None:
+        """Move the COMPLIANCE retain-until date later (never earlier: S3 itself refuses that)."""
+        head = await self._head(key)
+        if head is None:
+            return None
+        current = head.get("ObjectLockRetainUntilDate")
+        current_ms = _ms(current) if current is not None else None
+        if current_ms is not None and current_ms >= until_ms:
+            return current_ms
+        # Round up to the next whole second: S3 keeps second precision, and rounding down would shorten.
+        until = dt.datetime.fromtimestamp(-(-until_ms // 1000), tz=dt.UTC)
+        try:
+            await self._call(self.client.put_object_retention, Bucket=self.bucket, Key=key,
+                             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+        except ClientError as exc:
+            raise StoreUnavailable(f"S3 refused to extend the retention of {key}: {exc}") from exc
+        return int(until.timestamp() * 1000)
+
+    async def set_legal_hold(self, key: str, on: bool) -> None:
+        """Object Lock legal hold: keeps the object whatever its retain-until date says."""
+        try:
+            await self._call(self.client.put_object_legal_hold, Bucket=self.bucket, Key=key,
+                             LegalHold={"Status": "ON" if on else "OFF"})
+        except ClientError as exc:
+            raise StoreUnavailable(f"S3 refused the legal hold change on {key}: {exc}") from exc
+
+    async def legal_hold(self, key: str) -> bool:
+        """Whether the object's legal hold is on."""
+        try:
+            got = await self._call(self.client.get_object_legal_hold, Bucket=self.bucket, Key=key)
+        except ClientError:
+            return False
+        return bool(got.get("LegalHold", {}).get("Status") == "ON")
+
+    async def remove_expired(self, key: str, warrant: object) -> bool:
+        """Delete every version of ``key``; S3 refuses while its lock or legal hold still applies."""
+        check_warrant(key, warrant)
+        try:
+            listed = await self._call(self.client.list_object_versions, Bucket=self.bucket, Prefix=key)
+            versions = [v["VersionId"] for v in listed.get("Versions", []) if v["Key"] == key]
+            for version in versions:
+                await self._call(self.client.delete_object, Bucket=self.bucket, Key=key, VersionId=version)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "InvalidRequest"):
+                return False  # still locked by the store: it, not this job, has the last word
+            raise StoreUnavailable(f"S3 refused the removal of {key}: {exc}") from exc
+        return bool(versions)

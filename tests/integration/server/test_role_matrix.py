@@ -110,6 +110,12 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/units"): {A},
     ("POST", "/api/v1/placements"): {A},
     ("GET", "/api/v1/scope"): set(ROLES),
+    # Legal holds: set and lifted by admins, supervisors and legal reviewers; read by those who audit.
+    ("POST", "/api/v1/holds"): {A, S, L},
+    ("POST", "/api/v1/holds/{hold_id}/lift"): {A, S, L},
+    ("GET", "/api/v1/holds"): {A, C, S, L, U},
+    ("GET", "/api/v1/retention"): {A, C, S, L, U},
+    ("POST", "/api/v1/retention/run"): {A},
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -149,6 +155,7 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
     policy_text = (await admin.ok("GET", "/api/v1/policy"))["text"]
     # A live session to address (its live_view_start waits as a pending command: no device connects).
     live = await server.services.live.request(target.device_id, Principal("user", "admin", Role.ADMIN))
+    hold_id = (await admin.ok("POST", "/api/v1/holds", {"target": "case", "case_id": case_id, "reason": "m"}))["id"]
 
     def body_for(method: str, path: str, role: str | None = None) -> dict[str, Any] | None:
         n = next(counter)
@@ -177,6 +184,8 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
                                                                                 f"{target.recording_id}"},
             ("POST", "/api/v1/units"): {"id": f"bureau-{n}", "name": "B", "kind": "bureau"},
             ("POST", "/api/v1/placements"): {"kind": "officer", "id": "off-1", "unit_id": None},
+            ("POST", "/api/v1/holds"): {"target": "case", "case_id": case_id, "reason": "r"},
+            ("POST", "/api/v1/holds/{hold_id}/lift"): {"reason": "r"},
         }
         return bodies.get((method, path))
 
@@ -189,7 +198,8 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
                 .replace("{officer_id}", "off-1").replace("{device_id}", target.device_id).replace("{seq}", "0")
                 .replace("{case_id}", str(case_id)).replace("{step_id}", "m-step").replace("{link_id}", str(link_id))
                 .replace("{version}", "2026.1-default")
-                .replace("{session_id}", live["session"]).replace("{viewer_id}", "vw-" + "0" * 16))
+                .replace("{session_id}", live["session"]).replace("{viewer_id}", "vw-" + "0" * 16)
+                .replace("{hold_id}", str(hold_id)))
 
     async def as_device(method: str, path: str) -> Reply:
         if path == "/api/v1/device/entries":

@@ -45,6 +45,7 @@ from server.services.policy import PolicyService
 from server.services.replication import ReplicationService, second_store, target_name
 from server.services.review import ReviewService
 from server.services.scrub import Scrubber
+from server.services.stats import StatsService
 from server.services.units import UnitsService
 from server.storage.base import FootageStore
 from server.storage.local import LocalStore
@@ -115,6 +116,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         units=UnitsService(db, clock),
         holds=HoldsService(db, clock),
         expiry=ExpiryJob(db, clock, store, config.retention),
+        stats=StatsService(db, clock),
     )
     # Bodies are limited per route (server.api.routes.read_body); this is only aiohttp's outer bound.
     app = web.Application(middlewares=[problem_middleware],

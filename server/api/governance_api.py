@@ -124,3 +124,34 @@ async def retention_plan(ctx: Ctx) -> web.StreamResponse:
 async def retention_run(ctx: Ctx) -> web.StreamResponse:
     """Run the expiry job now."""
     return _ok(await ctx.services.expiry.run())
+
+
+STATS_QUERY = {
+    "since": F("integer", "from this time, ms since the epoch (default: 12 months ago)", required=False,
+               lo=946_684_800_000, hi=4_102_444_799_999),
+    "until": F("integer", "until this time, ms since the epoch (default: now)", required=False,
+               lo=946_684_800_000, hi=4_102_444_799_999),
+    "dimension": F("string", "unit (default), officer or device", required=False, enum=("unit", "officer", "device")),
+    "format": F("string", "json (default) or csv", required=False, enum=("json", "csv")),
+}
+YEAR = F("integer", "calendar year", lo=2000, hi=2099)
+PATH_PARAMS = {"hold_id": HOLD_ID, "year": YEAR}
+
+
+async def stats(ctx: Ctx) -> web.StreamResponse:
+    """Monthly statistics per unit, officer or device, in the caller's scope."""
+    from server.services.stats import to_csv
+
+    p = ctx.params
+    now = ctx.services.clock.now_ms()
+    rows = await ctx.services.stats.monthly(p.get("since", now - 365 * 86_400_000), p.get("until", now + 1),
+                                            p.get("dimension", "unit"),
+                                            await ctx.services.units.scope(ctx.principal))
+    if p.get("format", "json") == "csv":
+        return web.Response(body=to_csv(rows).encode("utf-8"), content_type="text/csv", charset="utf-8")
+    return _ok({"rows": rows})
+
+
+async def stats_public(ctx: Ctx) -> web.StreamResponse:
+    """The yearly public summary (aggregates only)."""
+    return _ok(await ctx.services.stats.public_summary(ctx.params["year"]))

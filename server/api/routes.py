@@ -80,7 +80,7 @@ VIEWER_ID = F("string", "live viewer id", pattern=r"vw-[0-9a-f]{16}", max_len=19
 PATH_PARAMS: dict[str, F] = {"device_id": DEVICE_ID, "seq": SEQ, "name": USER_NAME, "officer_id": OFFICER_ID,
                              "token_id": TOKEN_ID, "key": OBJECT_KEY, "recording_id": RECORDING_ID,
                              **cz.PATH_PARAMS, "session_id": SESSION_ID, "viewer_id": VIEWER_ID,
-                             "hold_id": gov.HOLD_ID}
+                             **gov.PATH_PARAMS}
 
 TIME_LO, TIME_HI = 946_684_800_000, 4_102_444_799_999  # 2000-01-01 to 2100-01-01, like protocol/schema.py
 
@@ -761,6 +761,12 @@ ROUTES: tuple[Route, ...] = (
           "each recording's retention class and end, and whether it expires now", "retention"),
     Route("POST", "/api/v1/retention/run", gov.retention_run, ADMINS,
           "run the expiry job now (it also runs every retention.expiry_interval_s)", "retention"),
+    Route("GET", "/api/v1/stats", gov.stats, AUDIT_READERS,
+          "monthly statistics per unit, officer or device (recordings, hours, steps requiring recording and the "
+          "share covered, findings by code, upload delay percentiles, uptime); JSON or CSV", "stats",
+          query=gov.STATS_QUERY),
+    Route("GET", "/api/v1/stats/public/{year}", gov.stats_public, ADMINS,
+          "the yearly public summary: aggregates per unit and agency-wide, no personal data", "stats"),
     Route("GET", "/api/v1/scope", gov.scope_me, ALL, "the units the caller acts in (null: agency-wide)", "units"),
     Route("GET", "/api/v1/device/self", device_self, DEVICES, "the calling device, its assignment, server keys",
           "device"),

@@ -32,6 +32,7 @@ from server.services.officers import OfficersService
 from server.services.policy import PolicyService
 from server.services.review import ReviewService
 from server.services.scrub import Scrubber
+from server.services.stats import StatsService
 from server.services.units import UnitsService
 from server.storage.base import FootageStore
 
@@ -71,3 +72,4 @@ class Services:
     units: UnitsService
     holds: HoldsService
     expiry: ExpiryJob
+    stats: StatsService

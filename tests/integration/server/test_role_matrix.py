@@ -116,6 +116,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/holds"): {A, C, S, L, U},
     ("GET", "/api/v1/retention"): {A, C, S, L, U},
     ("POST", "/api/v1/retention/run"): {A},
+    ("GET", "/api/v1/stats"): {A, C, S, L, U},
+    ("GET", "/api/v1/stats/public/{year}"): {A},
 }
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
@@ -199,7 +201,7 @@ async def test_role_matrix(server: RunningServer, admin: Api, clock: FakeClock) 
                 .replace("{case_id}", str(case_id)).replace("{step_id}", "m-step").replace("{link_id}", str(link_id))
                 .replace("{version}", "2026.1-default")
                 .replace("{session_id}", live["session"]).replace("{viewer_id}", "vw-" + "0" * 16)
-                .replace("{hold_id}", str(hold_id)))
+                .replace("{hold_id}", str(hold_id)).replace("{year}", "2026"))
 
     async def as_device(method: str, path: str) -> Reply:
         if path == "/api/v1/device/entries":

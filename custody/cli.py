@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "agent.cli",
     "server.cli",
     "server.cases_cli",
+    "server.governance_cli",
     "custody.verify",
     "custody.export",
     "custody.witness",

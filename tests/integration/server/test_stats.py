@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +21,8 @@ pytestmark = pytest.mark.integration
 DAY = 86_400_000
 
 
-async def test_monthly_stats_and_public_summary(server: RunningServer, admin: Api, clock: FakeClock) -> None:
+async def test_monthly_stats_and_public_summary(server: RunningServer, admin: Api, clock: FakeClock,
+                                                admin_token: str, tmp_path: Path) -> None:
     for uid, kind, parent in (("east", "bureau", None), ("east-a", "section", "east"), ("west", "bureau", None)):
         await admin.ok("POST", "/api/v1/units", {"id": uid, "name": uid.title(), "kind": kind, "parent_id": parent})
     await admin.ok("POST", "/api/v1/officers", {"id": "off-e", "name": "Officer E", "unit": "East A",
@@ -66,3 +71,14 @@ async def test_monthly_stats_and_public_summary(server: RunningServer, admin: Ap
     text = json.dumps(summary, ensure_ascii=False)
     for personal in ("off-e", "Officer E", east.device_id, west.device_id, "S-1", "st-handler"):
         assert personal not in text
+
+    # custody stats: the same rows as CSV, and the public summary written to a file ready to publish.
+    out = tmp_path / "summary.json"
+    base = [sys.executable, "-m", "custody", "stats", "--server", server.url, "--token", admin_token]
+    got = await asyncio.to_thread(subprocess.run, base, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert {r["key"] for r in csv.DictReader(io.StringIO(got.stdout))} == set(rows)
+    got = await asyncio.to_thread(subprocess.run, [*base, "--public-summary", month[:4], "--out", str(out)],
+                                  capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(out.read_text(encoding="utf-8"))["agency"] == summary["agency"]

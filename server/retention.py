@@ -6,9 +6,9 @@ footage may leave is one function of facts the caller gathered and the time it p
 - **unlinked**: footage linked to no case step is kept ``unlinked_days`` after it was received;
 - **case**: footage linked to a case is kept until the case's life ended (its last step completed or
   was cancelled) plus ``case_years``; while any linked case is open there is no end yet;
-- **indefinite**: footage linked to the decision step of a major case, or signed off in a legal
-  review, is kept for ever (on S3 by an Object Lock legal hold, since retention dates have no
-  "for ever").
+- **indefinite**: footage linked to the decision step of a major case, or to any step of a case
+  whose major decision a legal reviewer signed off (the footage the review saw), is kept for ever
+  (on S3 by an Object Lock legal hold, since retention dates have no "for ever").
 
 Retention only grows: the end a recording was once given is a floor (``floor_ms``), so unlinking
 footage never brings its expiry forward. A legal hold on the recording or on any case it is

@@ -91,7 +91,8 @@ async def gather_facts(conn: AsyncConnection, floor: dict[tuple[str, str], int] 
         elif life[s.case_id] is not None:
             life[s.case_id] = None if end is None else max(end, life[s.case_id] or 0)
     step_of = {s.id: s for s in steps}
-    signed = set((await conn.execute(sa.select(review_signoffs.c.step_id))).scalars().all())
+    # A signed-off major decision was taken on the case's footage: all of it is evidence of that decision.
+    signed = set((await conn.execute(sa.select(review_signoffs.c.case_id))).scalars().all())
     links = (await conn.execute(sa.select(step_links.c.step_id, step_links.c.device_id, step_links.c.recording_id)
                                 .where(step_links.c.removed_ms.is_(None)))).all()
     holds = (await conn.execute(sa.select(legal_holds.c.target, legal_holds.c.target_id)
@@ -106,7 +107,7 @@ async def gather_facts(conn: AsyncConnection, floor: dict[tuple[str, str], int] 
             continue
         rec = (link.device_id, link.recording_id)
         linked[rec].add(step.case_id)
-        if (step.major and step.stage == "decision") or link.step_id in signed:
+        if (step.major and step.stage == "decision") or step.case_id in signed:
             major.add(rec)
     facts = {}
     for r in recs:

@@ -596,5 +596,8 @@ footage_retention = sa.Table(
     sa.Column("indefinite", sa.Boolean, nullable=False),
     sa.Column("removed_ms", Ms, nullable=True),
     sa.Column("removed_class", sa.String(16), nullable=True),
+    # The signed receipt of what was removed, and the transparency log leaf recording the removal.
+    sa.Column("removed_receipt", sa.LargeBinary, nullable=True),
+    sa.Column("log_index", sa.BigInteger, nullable=True),
     sa.Column("updated_ms", Ms, nullable=False),
 )

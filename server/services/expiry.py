@@ -211,7 +211,7 @@ class ExpiryJob:
                    "receipt_sha256": hashlib.sha256(receipt).hexdigest()}
         async with self.db.write() as conn:
             values = {"retain_until_ms": retention.until_ms, "indefinite": False, "updated_ms": now,
-                      "removed_ms": now, "removed_class": retention.klass}
+                      "removed_ms": now, "removed_class": retention.klass, "removed_receipt": receipt or None}
             if not await insert_ignore(conn, footage_retention, {"object_key": obj.object_key, **values},
                                        ["object_key"]):
                 await conn.execute(footage_retention.update()

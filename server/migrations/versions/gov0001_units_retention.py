@@ -57,6 +57,8 @@ def upgrade() -> None:
     sa.Column('indefinite', sa.Boolean(), nullable=False),
     sa.Column('removed_ms', sa.BigInteger(), nullable=True),
     sa.Column('removed_class', sa.String(length=16), nullable=True),
+    sa.Column('removed_receipt', sa.LargeBinary(), nullable=True),
+    sa.Column('log_index', sa.BigInteger(), nullable=True),
     sa.Column('updated_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('object_key', name=op.f('pk_footage_retention'))
     )

@@ -107,6 +107,7 @@ async def test_expiry_follows_the_classes_and_holds(server: RunningServer, admin
         rows = (await conn.execute(sa.select(footage_retention).where(
             footage_retention.c.removed_ms.is_not(None)))).all()
     assert sorted(r.removed_class for r in rows) == ["case", "unlinked", "unlinked"]
+    assert all(r.removed_receipt for r in rows)  # the signed receipt of each removed chunk is kept
 
 
 async def test_removal_hooks_get_the_receipt(server: RunningServer, admin: Api, clock: FakeClock) -> None:

@@ -392,8 +392,12 @@ async def officers_list(ctx: Ctx) -> web.StreamResponse:
 async def officers_add(ctx: Ctx) -> web.StreamResponse:
     """Add an officer."""
     b = ctx.body
-    return ok(await ctx.services.officers.create(b["id"], b["name"], b["unit"], b["cert_number"],
-                                                 b["cert_expires_ms"]), 201)
+    officer = await ctx.services.officers.create(b["id"], b["name"], b["unit"], b["cert_number"],
+                                                 b["cert_expires_ms"])
+    scope = await ctx.services.units.scope(ctx.principal)
+    if scope.root is not None:  # added by someone working in a unit: the officer joins that unit
+        await ctx.services.units.place("officer", b["id"], scope.root)
+    return ok(officer, 201)
 
 
 async def officers_get(ctx: Ctx) -> web.StreamResponse:

@@ -153,6 +153,18 @@ async def test_wider_scope_and_admin(world: World, admin: Api) -> None:
     assert units == ["east", "east-a", "east-a-1", "east-b"]
 
 
+async def test_a_scoped_device_admin_adds_officers_to_their_unit_only(world: World, clock: FakeClock) -> None:
+    dadmin = await world.person("da-west", "device_admin", "west-a")
+    await dadmin.ok("POST", "/api/v1/officers", {"id": "off-w", "name": "W", "unit": "West A", "cert_number": "W-1",
+                                                 "cert_expires_ms": clock.now_ms() + 86_400_000})
+    assert [o["id"] for o in (await dadmin.ok("GET", "/api/v1/officers"))["officers"]] == ["off-w"]
+    east = world.devices["east-b"].device_id
+    reply = await dadmin.call("POST", f"/api/v1/devices/{east}/assignments", {"officer_id": "off-w"})
+    assert (reply.status, reply.code) == (403, "out_of_scope")
+    west = world.devices["west-a"].device_id
+    await dadmin.ok("POST", f"/api/v1/devices/{west}/assignments", {"officer_id": "off-w"}, status=201)
+
+
 async def test_unit_tree_shape_is_enforced(world: World) -> None:
     reply = await world.admin.call("POST", "/api/v1/units", {"id": "t-x", "name": "T", "kind": "team",
                                                               "parent_id": "east"})

@@ -142,3 +142,28 @@ def test_only_the_expiry_job_removes_footage() -> None:
             if isinstance(node, ast.Attribute) and node.attr == "remove_expired" and isinstance(node.ctx, ast.Load):
                 callers.append(path.relative_to(ROOT).as_posix())
     assert set(callers) == {"server/services/expiry.py"}
+
+
+async def test_legal_holds_are_set_and_lifted_with_reasons_by_authorised_roles(server: RunningServer, admin: Api,
+                                                                               clock: FakeClock) -> None:
+    dev = await admin.enroll(clock)
+    await recorded(dev)
+    reviewer = await admin.user("hold-reviewer", "legal_reviewer")
+    handler = await admin.user("hold-handler", "case_handler")
+    body = {"target": "recording", "device_id": dev.device_id, "recording_id": dev.recording_id}
+    assert (await reviewer.call("POST", "/api/v1/holds", body)).code == "missing_field"  # no reason, no hold
+    refused = await handler.call("POST", "/api/v1/holds", {**body, "reason": "r"})
+    assert (refused.status, refused.code) == (403, "forbidden_role")
+    unknown = await reviewer.call("POST", "/api/v1/holds", {**body, "recording_id": "nope", "reason": "r"})
+    assert (unknown.status, unknown.code) == (404, "unknown_recording")
+    hold = await reviewer.ok("POST", "/api/v1/holds", {**body, "reason": "inquiry 7"}, status=201)
+    assert (hold["set_by"], hold["reason"], hold["active"]) == ("user:hold-reviewer", "inquiry 7", True)
+    plan = (await admin.ok("GET", "/api/v1/retention"))["recordings"]
+    assert [r["held"] for r in plan if r["device_id"] == dev.device_id] == [True]
+    lifted = await reviewer.ok("POST", f"/api/v1/holds/{hold['id']}/lift", {"reason": "inquiry closed"})
+    assert (lifted["lifted_by"], lifted["lift_reason"], lifted["active"]) == ("user:hold-reviewer", "inquiry closed",
+                                                                              False)
+    again = await reviewer.call("POST", f"/api/v1/holds/{hold['id']}/lift", {"reason": "x"})
+    assert (again.status, again.code) == (409, "hold_lifted")
+    listed = (await handler.ok("GET", "/api/v1/holds"))["holds"]
+    assert [h["id"] for h in listed] == [hold["id"]]  # kept on record after lifting

@@ -243,7 +243,7 @@ class RetentionConfig:
                              lo=183, hi=36500)
     case_years: int = opt(2, "footage linked to a case is kept this many years after the case's last step ended",
                           lo=0, hi=100)
-    expiry_interval_s: int = opt(3600, "how often the expiry job runs (0: never; run it with custody expire)",
+    expiry_interval_s: int = opt(3600, "how often the expiry job runs (0: only through POST /api/v1/retention/run)",
                                  lo=0, hi=30 * 86400)
 
 

@@ -335,7 +335,9 @@ async def openapi_doc(ctx: Ctx) -> web.StreamResponse:
 
 async def enroll(ctx: Ctx) -> web.StreamResponse:
     """Enroll a device with a one-time token."""
-    return envelope_response(await ctx.services.devices.enroll(ctx.raw), 201)
+    answer = await ctx.services.devices.enroll(ctx.raw)
+    await ctx.services.units.place_enrolled()  # a device joins the unit of whoever made its token
+    return envelope_response(answer, 201)
 
 
 async def me(ctx: Ctx) -> web.StreamResponse:

@@ -22,7 +22,7 @@ from custody.clock import Clock
 from protocol import findings as codes
 from server.auth import Principal, Role
 from server.db.database import Database
-from server.db.schema import cases, devices, officers, units, users
+from server.db.schema import cases, devices, enrollment_tokens, officers, units, users
 from server.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from server.services.findings import open_finding
 
@@ -188,6 +188,18 @@ class UnitsService:
             if not result.rowcount:
                 raise NotFound(f"no {kind} {resource_id}", code=f"unknown_{kind}")
         return {"kind": kind, "id": resource_id, **values}
+
+    async def place_enrolled(self) -> int:
+        """Put devices without a unit in the unit of the user who made their enrollment token."""
+        async with self.db.write() as conn:
+            rows = (await conn.execute(
+                sa.select(devices.c.id, users.c.unit_id)
+                .join(enrollment_tokens, enrollment_tokens.c.id == devices.c.enrollment_token_id)
+                .join(users, sa.literal("user:") + users.c.name == enrollment_tokens.c.created_by)
+                .where(devices.c.unit_id.is_(None), users.c.unit_id.is_not(None)))).all()
+            for r in rows:
+                await conn.execute(devices.update().where(devices.c.id == r.id).values(unit_id=r.unit_id))
+        return len(rows)
 
     async def scoped_ids(self, kind: str, scope: Scope) -> set[Any] | None:
         """Ids of the resources of ``kind`` inside ``scope`` (None: all of them)."""

@@ -163,6 +163,10 @@ async def test_a_scoped_device_admin_adds_officers_to_their_unit_only(world: Wor
     assert (reply.status, reply.code) == (403, "out_of_scope")
     west = world.devices["west-a"].device_id
     await dadmin.ok("POST", f"/api/v1/devices/{west}/assignments", {"officer_id": "off-w"}, status=201)
+    # A device enrolled with this device admin's token joins their unit.
+    new = await dadmin.enroll(clock)
+    assert new.device_id in {d["id"] for d in (await dadmin.ok("GET", "/api/v1/devices"))["devices"]}
+    assert (await world.admin.ok("GET", "/api/v1/devices"))  # still visible agency-wide
 
 
 async def test_unit_tree_shape_is_enforced(world: World) -> None:

@@ -132,6 +132,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         if config.replication.copy_in_server:
             app[REPLICATION] = ReplicationService(db, clock, store, second_store(config, clock), config.replication.to,
                                                   config.replication.batch)
+            services.expiry.copies.append(app[REPLICATION].target)
     # Every new checkpoint goes out on the retained custody/v1/log/checkpoint topic (when a broker is configured).
     services.log.add_publisher(app[MQTT].publish_checkpoint)
     add_routes(app, services)

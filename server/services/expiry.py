@@ -131,6 +131,8 @@ class ExpiryJob:
         self.store = store
         self.policy = policy_of(config)
         self.removal_hooks: list[RemovalHook] = []
+        #: Further copies of the footage (the second copy): an expired object leaves them too.
+        self.copies: list[FootageStore] = []
 
     async def _state(self) -> tuple[dict[tuple[str, str], list[Any]], dict[str, Any]]:
         async with self.db.read() as conn:
@@ -174,7 +176,10 @@ class ExpiryJob:
                 if row is not None and row.removed_ms is not None:
                     continue
                 if expire:
-                    if await self.store.remove_expired(obj.object_key, ExpiryWarrant(obj.object_key, _job=self)):
+                    warrant = ExpiryWarrant(obj.object_key, _job=self)
+                    if await self.store.remove_expired(obj.object_key, warrant):
+                        for copy in self.copies:  # the primary decides; a copy's own lock may keep it longer
+                            await copy.remove_expired(obj.object_key, warrant)
                         await self._record_removal(obj, retention, now)
                         counts["removed"] += 1
                     else:

@@ -28,7 +28,7 @@ from protocol.states import ChunkState
 from server.config import ServerConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
-from server.db.schema import entries, replicas
+from server.db.schema import entries, footage_retention, replicas
 from server.storage.base import FootageStore, ObjectExists, StoreUnavailable
 from server.storage.grant import AccessGrant
 from server.storage.local import LocalStore
@@ -100,7 +100,10 @@ class ReplicationService:
         stmt = (sa.select(entries.c.device_id, entries.c.seq, entries.c.object_key, entries.c.sha256,
                           entries.c.size)
                 .where(entries.c.state == ChunkState.VERIFIED.value, entries.c.kind == "chunk",
-                       entries.c.object_key.is_not(None), ~sa.exists(copied))
+                       entries.c.object_key.is_not(None), ~sa.exists(copied),
+                       # Footage the expiry job removed is not copied again (server/services/expiry.py).
+                       ~sa.exists().where(footage_retention.c.object_key == entries.c.object_key,
+                                          footage_retention.c.removed_ms.is_not(None)))
                 .order_by(entries.c.verified_ms, entries.c.device_id, entries.c.seq).limit(limit + len(self._failed)))
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).all()

@@ -7,18 +7,19 @@ import ast
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import sqlalchemy as sa
 
 from custody.clock import FakeClock
-from server.app import RunningServer
+from server.app import REPLICATION, RunningServer, start_server
 from server.auth import Principal, Role
 from server.db.schema import entries, footage_retention
 from server.retention import DAY_MS, YEAR_MS
 from server.storage.base import NoWarrant
 from server.storage.local import LocalStore
 from tests.helpers.device import SimDevice
-from tests.integration.server.conftest import Api
+from tests.integration.server.conftest import Api, server_config
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +168,27 @@ async def test_legal_holds_are_set_and_lifted_with_reasons_by_authorised_roles(s
     assert (again.status, again.code) == (409, "hold_lifted")
     listed = (await handler.ok("GET", "/api/v1/holds"))["holds"]
     assert [h["id"] for h in listed] == [hold["id"]]  # kept on record after lifting
+
+
+async def test_expired_footage_leaves_the_second_copy_too(tmp_path: Path, clock: FakeClock,
+                                                          session: aiohttp.ClientSession) -> None:
+    second = tmp_path / "second"
+    overrides: dict[str, Any] = {"replication.to": str(second), "replication.delay_s": 0,
+                                 "replication.interval_s": 1, "retention.expiry_interval_s": 0}
+    cfg = server_config(tmp_path / "data", **overrides)
+    srv = await start_server(cfg, clock)
+    try:
+        admin = Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
+        dev = await admin.enroll(clock)
+        await recorded(dev)
+        key = (await objects(srv, dev))[0]
+        replication = srv.app[REPLICATION]
+        assert (await replication.round()).copied == 1
+        copy = second / key
+        assert copy.exists()
+        clock.set_wall(clock.now_ms() + 183 * DAY_MS)
+        assert (await srv.services.expiry.run())["removed"] == 1
+        assert not present(srv, key) and not copy.exists()
+        assert (await replication.pending(10)) == []  # nothing left to copy again
+    finally:
+        await srv.stop()

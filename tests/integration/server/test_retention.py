@@ -4,6 +4,10 @@ never when linked to a major decision; each removal is recorded with the receipt
 from __future__ import annotations
 
 import ast
+import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +196,22 @@ async def test_expired_footage_leaves_the_second_copy_too(tmp_path: Path, clock:
         assert (await replication.pending(10)) == []  # nothing left to copy again
     finally:
         await srv.stop()
+
+
+async def test_governance_commands(server: RunningServer, admin_token: str) -> None:
+    base = ["--server", server.url, "--token", admin_token]
+
+    def custody(*args: str) -> str:
+        got = subprocess.run([sys.executable, "-m", "custody", *args], capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        return got.stdout
+
+    await asyncio.to_thread(custody, "unit", *base, "add", "east", "--name", "East", "--kind", "bureau")
+    await asyncio.to_thread(custody, "unit", *base, "add", "east-a", "--name", "A", "--kind", "section",
+                            "--parent", "east")
+    units = json.loads(await asyncio.to_thread(custody, "unit", *base, "list", "--json"))["units"]
+    assert [u["path"] for u in units] == ["/east/", "/east/east-a/"]
+    plan = json.loads(await asyncio.to_thread(custody, "retention", *base, "run", "--json"))
+    assert plan["removed"] == 0
+    holds = json.loads(await asyncio.to_thread(custody, "hold", *base, "list", "--json"))
+    assert holds == {"holds": []}

@@ -35,7 +35,7 @@ from server.services.audit import AuditService
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
-from server.services.expiry import ExpiryJob, HoldsService
+from server.services.expiry import ExpiryJob, HoldsService, log_removals
 from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
@@ -155,6 +155,7 @@ async def _startup(app: web.Application) -> None:
     log.info("log guard: %s", guard)
     s.ingest.log = s.log
     s.cases.link_event_hooks.append(s.log.on_link_event)
+    s.expiry.removal_hooks.append(log_removals(s.log))
     s.ingest.read_grant = await s.access.duty_grant("ingest")
     await s.scrubber.start()
     issued = await s.accounts.bootstrap_admin()

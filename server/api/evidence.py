@@ -182,6 +182,9 @@ async def export_package(ctx: Ctx) -> web.StreamResponse:
     else:
         req = ExportRequest(reason=reason, recordings=refs, device_id=b.get("device_id"),
                             from_seq=b.get("from_seq"), to_seq=b.get("to_seq"))
+    # The route guard saw the body's case and device; a case brings its linked recordings, each checked here.
+    for ref in req.recordings:
+        await ctx.services.units.check(ctx.principal, "device", ref.device_id, "POST /api/v1/exports")
     if req.device_id is None and (req.from_seq is not None or req.to_seq is not None):
         raise BadRequest("from_seq and to_seq need device_id", code="missing_field")
     with tempfile.TemporaryFile() as tmp:

@@ -19,12 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from custody.clock import Clock
+from protocol.leaves import ExpiryLeaf
 from server.auth import Principal
 from server.config import RetentionConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
 from server.db.schema import case_steps, cases, entries, footage_retention, legal_holds, review_signoffs, step_links
 from server.errors import BadRequest, Conflict, NotFound
+from server.log.service import LogService
 from server.retention import (
     INDEFINITE,
     CaseLife,
@@ -137,7 +139,8 @@ class ExpiryJob:
     async def _state(self) -> tuple[dict[tuple[str, str], list[Any]], dict[str, Any]]:
         async with self.db.read() as conn:
             objs = (await conn.execute(sa.select(entries.c.device_id, entries.c.recording_id, entries.c.seq,
-                                                 entries.c.object_key, entries.c.sha256, entries.c.receipt)
+                                                 entries.c.object_key, entries.c.sha256, entries.c.stored_sha256,
+                                                 entries.c.receipt)
                                        .where(entries.c.object_key.is_not(None))
                                        .order_by(entries.c.device_id, entries.c.seq))).all()
             kept = {r.object_key: r for r in (await conn.execute(sa.select(footage_retention))).all()}
@@ -211,7 +214,8 @@ class ExpiryJob:
     async def _record_removal(self, obj: Any, retention: Retention, now: int) -> None:
         receipt = bytes(obj.receipt) if obj.receipt is not None else b""
         removal = {"object_key": obj.object_key, "device_id": obj.device_id, "seq": obj.seq,
-                   "recording_id": obj.recording_id, "sha256": obj.sha256, "klass": retention.klass,
+                   "recording_id": obj.recording_id, "sha256": obj.sha256,
+                   "stored_sha256": obj.stored_sha256 or obj.sha256, "klass": retention.klass,
                    "retain_until_ms": retention.until_ms, "removed_ms": now, "receipt": receipt,
                    "receipt_sha256": hashlib.sha256(receipt).hexdigest()}
         async with self.db.write() as conn:
@@ -287,3 +291,17 @@ class HoldsService:
             row = (await conn.execute(sa.select(legal_holds.c.target, legal_holds.c.target_id)
                                       .where(legal_holds.c.id == hold_id))).first()
         return None if row is None else (row.target, row.target_id)
+
+
+def log_removals(log: LogService) -> RemovalHook:
+    """The expiry job's hook that appends an expiry leaf for each removal, in the removal's transaction."""
+
+    async def hook(conn: AsyncConnection, removal: dict[str, Any]) -> None:
+        leaf = ExpiryLeaf(v=1, leaf="expiry", device_id=removal["device_id"], seq=int(removal["seq"]),
+                          stored_sha256=removal["stored_sha256"], time_ms=removal["removed_ms"])
+        appended = await log.append(conn, leaf, f"expiry:{removal['object_key']}")
+        await conn.execute(footage_retention.update().where(footage_retention.c.object_key == removal["object_key"])
+                           .values(log_index=appended.index))
+        removal["log_index"] = appended.index
+
+    return hook

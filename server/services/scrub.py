@@ -32,7 +32,7 @@ from protocol.states import ChunkState
 from server.config import ScrubConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
-from server.db.schema import entries, scrub_state
+from server.db.schema import entries, footage_retention, scrub_state
 from server.services.access import AccessService
 from server.services.findings import open_finding
 from server.storage.base import FootageStore
@@ -121,7 +121,10 @@ class Scrubber:
         async with self.db.read() as conn:
             cursor = (await conn.execute(sa.select(scrub_state).where(scrub_state.c.id == 1))).one()
             stmt = sa.select(entries.c.device_id, entries.c.seq, entries.c.size).where(
-                entries.c.kind == "chunk", entries.c.state == ChunkState.VERIFIED.value)
+                entries.c.kind == "chunk", entries.c.state == ChunkState.VERIFIED.value,
+                # Footage the expiry job removed is gone by design, not missing (server/services/expiry.py).
+                ~sa.exists().where(footage_retention.c.object_key == entries.c.object_key,
+                                   footage_retention.c.removed_ms.is_not(None)))
             if cursor.device_id is not None:
                 stmt = stmt.where(sa.tuple_(entries.c.device_id, entries.c.seq) > (cursor.device_id, cursor.seq))
             rows = (await conn.execute(stmt.order_by(entries.c.device_id, entries.c.seq).limit(500))).all()

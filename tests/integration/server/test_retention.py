@@ -113,6 +113,13 @@ async def test_expiry_follows_the_classes_and_holds(server: RunningServer, admin
             footage_retention.c.removed_ms.is_not(None)))).all()
     assert sorted(r.removed_class for r in rows) == ["case", "unlinked", "unlinked"]
     assert all(r.removed_receipt for r in rows)  # the signed receipt of each removed chunk is kept
+    # ... and each removal is a leaf of the transparency log.
+    assert all(r.log_index is not None for r in rows)
+    leaves = await server.services.log.leaves(0, await server.services.log.size())
+    assert sum(1 for leaf in leaves if leaf["kind"] == "expiry") == 3
+    # The scrubber knows expired footage is gone by design: no object is reported missing.
+    report = await server.services.scrubber.run_once(1 << 30)
+    assert report.checked == 2 and "missing" not in report.results.values()
 
 
 async def test_removal_hooks_get_the_receipt(server: RunningServer, admin: Api, clock: FakeClock) -> None:

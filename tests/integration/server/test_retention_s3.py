@@ -15,8 +15,11 @@ from custody.clock import FakeClock
 from server.retention import DAY_MS
 from server.services.expiry import ExpiryJob, ExpiryWarrant
 from server.storage.base import object_key
+from tests.helpers.grants import store_test_grant
 from tests.integration.server.test_storage import DEVICE, s3_store
 from tests.services.s3 import LocalStackS3
+
+GRANT = store_test_grant()
 
 pytestmark = pytest.mark.integration
 
@@ -34,24 +37,24 @@ async def test_s3_retention_only_grows(s3: LocalStackS3, s3_bucket: str, clock: 
         sha = hashlib.sha256(data).hexdigest()
         key = object_key(DEVICE, 3, sha)
         assert await store.put(key, data, sha)
-        first = (await store.get(key))
+        first = (await store.get(key, GRANT))
         assert first is not None and first.retain_until_ms is not None
         later = first.retain_until_ms + 400 * DAY_MS
         assert await store.extend_retention(key, later) == later
         # Asked for less: the store's date stays where it is.
         assert await store.extend_retention(key, first.retain_until_ms) == later
-        got = await store.get(key)
+        got = await store.get(key, GRANT)
         assert got is not None and got.retain_until_ms == later
         # Going around this code: S3 itself refuses to shorten a COMPLIANCE retention.
         shorter = dt.datetime.fromtimestamp((later - 100 * DAY_MS) / 1000, tz=dt.UTC)
         with pytest.raises(ClientError, match=r"AccessDenied|InvalidRequest|Forbidden"):
             store.client.put_object_retention(Bucket=store.bucket, Key=key,
                                               Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter})
-        got = await store.get(key)
+        got = await store.get(key, GRANT)
         assert got is not None and got.retain_until_ms == later
         # While locked the expiry job's removal is refused by the store: nothing leaves.
         assert await store.remove_expired(key, _warrant(key)) is False
-        assert await store.get(key) is not None
+        assert await store.get(key, GRANT) is not None
     finally:
         await store.close()
 

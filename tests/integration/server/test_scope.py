@@ -123,6 +123,11 @@ async def test_case_handler_cannot_see_or_link_another_sections_footage(world: W
         ("POST", f"/api/v1/cases/{mine['id']}/steps/ea-1/links",
          {"device_id": foreign.device_id, "recording_id": foreign.recording_id, "reason": "r"}),
         ("GET", "/api/v1/audit", None),
+        # Stream and export another section's footage: refused before any byte is read or any grant minted.
+        ("GET", f"/api/v1/devices/{foreign.device_id}/entries/1/footage?reason=look", None),
+        ("GET", f"/api/v1/devices/{foreign.device_id}/recordings/{foreign.recording_id}/mp4?reason=look", None),
+        ("POST", "/api/v1/exports", {"reason": "court", "recordings": f"{foreign.device_id}/{foreign.recording_id}"}),
+        ("POST", "/api/v1/exports", {"reason": "court", "case_id": theirs["id"]}),
     ]
     for method, path, body in attempts:
         reply = await handler.call(method, path, body)
@@ -131,6 +136,8 @@ async def test_case_handler_cannot_see_or_link_another_sections_footage(world: W
     assert len(denials) == len(attempts)
     assert all(d["evidence"]["actor"] == "user:h-east-a" for d in denials)
     assert {d["evidence"]["kind"] for d in denials} == {"case", "device", "audit"}
+    # No access was opened for the refused reads: the access log has nothing of the foreign device.
+    assert (await world.admin.ok("GET", f"/api/v1/access-log?device_id={foreign.device_id}"))["events"] == []
 
     # Inside the section the same calls work.
     await handler.ok("POST", f"/api/v1/cases/{mine['id']}/steps/ea-1/links",

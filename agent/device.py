@@ -244,6 +244,15 @@ class DeviceAgent:
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
         self.uploader.wake()
 
+    async def _cancel_tasks(self) -> None:
+        """Cancel the background work (uploader, MQTT link, status) and wait for it to end."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
     async def _stop_mqtt(self) -> None:
         if self.mqtt is None:
             return
@@ -256,12 +265,7 @@ class DeviceAgent:
     async def disconnect(self) -> None:
         """Stop talking to the server (uploader, MQTT, status) while recording carries on."""
         await self._stop_mqtt()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._cancel_tasks()
         self.mqtt = None
         self.uploader = None
         if self.client is not None:
@@ -275,12 +279,7 @@ class DeviceAgent:
             with contextlib.suppress(Exception):
                 await self.recorder.disarm()
         self._recording_id = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._cancel_tasks()
         if self.client is not None:
             await self.client.close()
 
@@ -299,12 +298,7 @@ class DeviceAgent:
             with contextlib.suppress(Exception):
                 await self.send_status()
             await self._stop_mqtt()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._cancel_tasks()
         if self.client is not None:
             await self.client.close()
         self.buffer.close()

@@ -23,31 +23,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.buffer import ChunkBuffer
 from agent.fsops import FileOps
 from custody.clock import SystemClock
 from protocol.keys import SigningKey
+from tests.unit.agent.buffer_helpers import FakeMeta
 
 
-@dataclass(frozen=True)
-class Meta:
-    """Chunk metadata as the media pipeline reports it (720p30, 5 s)."""
-
-    start_ms: int
-    duration_ms: int = 5000
-    width: int = 1280
-    height: int = 720
-    fps_num: int = 30
-    fps_den: int = 1
-    video_frames: int = 150
-    video_codec: str = "h264"
-    audio_codec: str | None = "aac"
-    audio_rate: int | None = 48000
-    audio_samples: int | None = 240_000
-    pre_event: bool = False
+def meta(start_ms: int) -> FakeMeta:
+    """Chunk metadata of a 720p30, 5 s chunk (the tests' FakeMeta, at the benchmark's frame size)."""
+    return FakeMeta(start_ms=start_ms, width=1280, height=720)
 
 
 def bare_write(directory: Path, name: str, data: bytes) -> None:
@@ -81,7 +70,7 @@ def commit_cost(chunk_bytes: int, commits: int, where: Path) -> tuple[float, flo
     for i in range(commits):
         data = os.urandom(chunk_bytes)  # a fresh body each time: nothing cached by content
         t0 = time.perf_counter()
-        buf.commit_chunk(data, Meta(start_ms=clock.now_ms()), recording_id="bench", index=i, officer_id="o-1",
+        buf.commit_chunk(data, meta(clock.now_ms()), recording_id="bench", index=i, officer_id="o-1",
                          case_step=None)
         t1 = time.perf_counter()
         bare_write(bare_dir, f"{i:012d}.chunk", data)

@@ -134,10 +134,22 @@ class ServerClient:
         result: dict[str, Any] = (await self.signed("POST", "/api/v1/device/entries", envelope)).json()
         return result
 
-    async def upload(self, target: dict[str, Any], data: bytes) -> None:
-        """PUT the bytes to the target, with its headers verbatim (checksums, Object Lock headers)."""
-        await self.send(str(target["method"]), str(target["url"]), data, {str(k): str(v)
-                                                                          for k, v in target["headers"].items()})
+    async def upload(self, target: dict[str, Any], data: bytes) -> str | None:
+        """PUT the bytes to the target, with its headers verbatim (checksums, Object Lock headers).
+
+        Returns the receipt when the target verified the bytes as it stored them (the server's own
+        store does), else None: then the device asks for verification (an S3 store answers nothing
+        a device could trust).
+        """
+        reply = await self.send(str(target["method"]), str(target["url"]), data,
+                                {str(k): str(v) for k, v in target["headers"].items()})
+        if not reply.body.startswith(b"{"):
+            return None
+        try:
+            receipt = json.loads(reply.body).get("receipt")
+        except (ValueError, AttributeError):
+            return None
+        return receipt if isinstance(receipt, str) else None
 
     async def verify(self, seq: int) -> dict[str, Any]:
         """Ask the server to verify ``seq``; the answer holds the receipt when it passed."""

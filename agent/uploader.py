@@ -206,10 +206,11 @@ class Uploader:
                 if not target:
                     raise Refused(200, "no_upload_target", "server gave no upload target for a chunk")
                 await self._throttle(len(media))
-                await self.client.upload(target, media)
+                receipt = await self.client.upload(target, media)
                 self.stats.bytes_uploaded += len(media)
             self._advance(entry.seq, ChunkEvent.UPLOAD)
-            receipt = (await self.client.verify(entry.seq)).get("receipt")
+            if receipt is None:
+                receipt = (await self.client.verify(entry.seq)).get("receipt")
         if receipt is None:
             raise Refused(200, "no_receipt", f"server gave no receipt for seq {entry.seq}")
         self.accept(receipt.encode("ascii") if isinstance(receipt, str) else bytes(receipt))

@@ -224,15 +224,24 @@ async def _every(clock: Clock, seconds: float, duty: Callable[[], Awaitable[Any]
             log.exception("periodic duty failed")
 
 
+#: Most first-keyframe decodes one worker records in one transaction.
+DECODE_BATCH = 32
+
+
 async def _decode_worker(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> None:
     while True:
-        device_id, seq = await queue.get()
+        # Whatever queued up while the last batch ran goes in this one: one read and one write
+        # transaction for the lot instead of two per chunk.
+        batch = [await queue.get()]
+        while len(batch) < DECODE_BATCH and not queue.empty():
+            batch.append(queue.get_nowait())
         try:
-            await s.ingest.decode_one(device_id, seq)
+            await s.ingest.decode_many(batch)
         except Exception:  # recorded as not decoded; the scrubber retries later
-            log.exception("first-keyframe decode of %s/%s failed to run", device_id, seq)
+            log.exception("first-keyframe decode of %d chunks (first %s/%s) failed to run", len(batch), *batch[0])
         finally:
-            queue.task_done()
+            for _ in batch:
+                queue.task_done()
 
 
 def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

@@ -226,6 +226,9 @@ def _check_samples(handler: str, sizes: tuple[int, ...], offsets: tuple[int, ...
     if runs and runs[0][0] != 1:
         raise Damaged(f"{handler} track: stsc does not start at chunk 1")
     sample, first = 0, None
+    # One mdat is the usual layout: compare against it directly (this loop runs for every
+    # chunk of every track of every upload; a generator per chunk was most of its cost).
+    only = mdats[0] if len(mdats) == 1 else None
     for i, (first_chunk, per_chunk) in enumerate(runs):
         last_chunk = runs[i + 1][0] - 1 if i + 1 < len(runs) else len(offsets)
         if last_chunk < first_chunk - 1 or last_chunk > len(offsets):
@@ -234,8 +237,10 @@ def _check_samples(handler: str, sizes: tuple[int, ...], offsets: tuple[int, ...
             pos = offsets[chunk]
             if sample + per_chunk > len(sizes):
                 raise Damaged(f"{handler} track: stsc maps more samples than stsz has")
-            length = sum(sizes[sample:sample + per_chunk])
-            if not any(p <= pos and pos + length <= e for p, e in mdats):
+            length = sizes[sample] if per_chunk == 1 else sum(sizes[sample:sample + per_chunk])
+            inside = (only[0] <= pos and pos + length <= only[1]) if only is not None else any(
+                p <= pos and pos + length <= e for p, e in mdats)
+            if not inside:
                 raise Damaged(f"{handler} track: samples at byte {pos} lie outside the media data")
             if first is None and per_chunk:
                 first = (pos, sizes[sample])

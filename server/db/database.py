@@ -86,7 +86,12 @@ class Database:
         """Create the engine (no I/O yet)."""
         kwargs: dict[str, Any] = {"echo": echo}
         if url.get_backend_name() == "postgresql":
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # No pre-ping: it cost a round trip (SELECT 1) at every checkout, about ten per chunk.
+            # A connection found dead mid-statement invalidates the pool instead (SQLAlchemy's
+            # disconnect handling): that one request fails with a 5xx, which devices retry, and
+            # the next checkouts connect afresh. Idle connections are recycled before servers or
+            # proxies drop them.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         if url.get_backend_name() != "sqlite":
             return cls(create_async_engine(url, **kwargs))
         path = url.database or ":memory:"

@@ -212,6 +212,9 @@ entries = sa.Table(
     sa.Column("verification", sa.JSON, nullable=True),  # the numbered steps of the last verification
     sa.Column("decode", sa.String(16), nullable=True),  # first-keyframe decode: ok | failed
     sa.Index(None, "device_id", "recording_id"),
+    # The fork check at every announce looks for another entry with the same predecessor: without
+    # this it read all of the device's entries, a cost growing with the device's age.
+    sa.Index(None, "device_id", "prev"),
     sa.Index(None, "state", "received_ms"),
     sa.Index(None, "time_ms"),
 )

@@ -45,6 +45,7 @@ from server.services.officers import assignment_at
 from server.storage.base import (
     ContentMismatch,
     FootageStore,
+    StoredObject,
     UploadTarget,
     conflict_key,
     is_valid_key,
@@ -72,6 +73,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK, EVENT = "chunk", "event"
+
+# -- the statements of the chunk path ----------------------------------------------------------
+# Every chunk runs these, so they are built once: building a statement and its cache key cost
+# about twice what running it does on SQLite (bench/RESULTS.md, "Ingest"). Bound names start
+# with b_ because a bound name may not be a column's name in an INSERT or UPDATE, whose SET
+# values come as execution parameters. FOR UPDATE renders as nothing on SQLite, whose writer
+# queue serialises writers anyway.
+_b = sa.bindparam
+
+#: The device row (locked) and the signing key the entry names (None columns when unknown).
+_DEVICE_AND_KEY = (
+    sa.select(devices.c.id, devices.c.highest_seq, device_keys.c.alg, device_keys.c.public_key,
+              device_keys.c.retired_after_seq)
+    .select_from(devices.outerjoin(device_keys, sa.and_(device_keys.c.device_id == devices.c.id,
+                                                        device_keys.c.key_id == _b("b_key"))))
+    .where(devices.c.id == _b("b_device"))
+    .with_for_update(of=devices)
+)
+_ENTRY = sa.select(entries).where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
+_ENTRY_LOCKED = _ENTRY.with_for_update()
+#: An entry with its signing key, and the entry before it (for the chain link): one trip.
+_ENTRY_KEY_BEFORE = (
+    sa.select(entries, device_keys.c.alg, device_keys.c.public_key)
+    .select_from(entries.outerjoin(device_keys, sa.and_(device_keys.c.device_id == entries.c.device_id,
+                                                        device_keys.c.key_id == entries.c.key_id)))
+    .where(entries.c.device_id == _b("b_device"),
+           sa.or_(entries.c.seq == _b("b_seq"), entries.c.seq == _b("b_before")))
+)
+_STATE_CHANGES = (sa.select(device_states.c.state, device_states.c.cutoff_seq)
+                  .where(device_states.c.device_id == _b("b_device")).order_by(device_states.c.id))
+_INSERT_ENTRY = entries.insert()
+#: Both chain neighbours and any other entry claiming the same predecessor (a fork): one trip.
+_NEIGHBOURS = sa.select(entries.c.seq, entries.c.prev, entries.c.entry_hash).where(
+    entries.c.device_id == _b("b_device"), entries.c.seq != _b("b_seq"),
+    sa.or_(entries.c.seq == _b("b_before"), entries.c.seq == _b("b_after"), entries.c.prev == _b("b_prev")))
+_OPEN_GAPS = sa.select(findings.c.id, findings.c.evidence).where(
+    findings.c.device_id == _b("b_device"), findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None))
+_OFFICER_CERT = sa.select(officers.c.cert_expires_ms, officers.c.cert_number).where(officers.c.id == _b("b_officer"))
+_UPDATE_DEVICE = devices.update().where(devices.c.id == _b("b_device"))
+_UPDATE_ENTRY = entries.update().where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
+_RECEIPTED = devices.update().where(
+    devices.c.id == _b("b_device"), sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < _b("b_seq")))
+_DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
+    entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 
 
 @dataclass(slots=True)
@@ -166,39 +211,55 @@ class IngestService:
                                   code="chunk_too_large")
         h = entry_hash(envelope.raw)
         now = self.clock.now_ms()
+        # A device announces over HTTP what it already published over MQTT: those repeats are
+        # answered from a read, without the write transaction a new entry needs. The same hash
+        # means the same signed bytes, whose signature was checked when they were stored.
+        repeat = await self._repeat(entry, h, kind) if source == "http" else None
+        if repeat is not None:
+            return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
         async with self.db.write() as conn:
-            device = (await conn.execute(self.db.lock_device(
-                sa.select(devices).where(devices.c.id == entry.device_id)))).first()
+            device = (await conn.execute(_DEVICE_AND_KEY, {"b_device": entry.device_id,
+                                                           "b_key": envelope.key_id})).first()
             if device is None:
                 raise NotFound(f"device {entry.device_id} is not enrolled", code="unknown_device")
-            key_row = (await conn.execute(sa.select(device_keys).where(
-                device_keys.c.device_id == entry.device_id, device_keys.c.key_id == envelope.key_id))).first()
-            if key_row is None:
+            if device.alg is None:
                 raise SignatureError(f"key {envelope.key_id} is not a key of device {entry.device_id}",
                                      code="unknown_key")
-            envelope.verify(VerifyKey(key_row.alg, bytes(key_row.public_key)))
-            existing = (await conn.execute(sa.select(entries).where(
-                entries.c.device_id == entry.device_id, entries.c.seq == entry.seq))).first()
+            envelope.verify(VerifyKey(device.alg, bytes(device.public_key)))
+            existing = (await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).first()
             if existing is not None and existing.entry_hash == h:
                 state = ChunkState(existing.state)
                 if kind == CHUNK:
                     new_state = advance(state, ChunkEvent.ANNOUNCE)  # legal from every state but committed
                     assert new_state == state
-                await conn.execute(devices.update().where(devices.c.id == device.id).values(last_seen_ms=now))
+                await conn.execute(_UPDATE_DEVICE, {"b_device": device.id, "last_seen_ms": now})
                 result = self._result(existing, created=False)
             elif existing is not None:
                 conflict = await self._record_conflict(conn, envelope, entry, existing, now)
                 result = None
             else:
-                result = await self._insert(conn, device, key_row, envelope, entry, kind, h, source, now)
+                result = await self._insert(conn, device, envelope, entry, kind, h, source, now)
         if conflict is not None:
             raise conflict
         assert result is not None
         if result.created and kind == EVENT:
             self._receipted_now(entry.device_id, result.receipt)
-        if kind == CHUNK and result.state != ChunkState.VERIFIED:
-            assert isinstance(entry, ChunkManifest)
+        return self._with_upload_target(result, entry, now)
+
+    async def _repeat(self, entry: ChunkManifest | RecordingEvent, h: str, kind: str) -> IngestResult | None:
+        """The stored entry when ``h`` is already stored for its sequence number, else None."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).first()
+        if row is None or row.entry_hash != h:
+            return None  # new, or a conflict: both are decided under the write lock
+        if kind == CHUNK:
+            advance(ChunkState(row.state), ChunkEvent.ANNOUNCE)  # legal from every state but committed
+        return self._result(row, created=False)
+
+    def _with_upload_target(self, result: IngestResult, entry: ChunkManifest | RecordingEvent,
+                            now: int) -> IngestResult:
+        if isinstance(entry, ChunkManifest) and result.state != ChunkState.VERIFIED:
             result.upload = self.store.upload_target(object_key(entry.device_id, entry.seq, entry.sha256),
                                                      entry.sha256, entry.size, now, self.config.upload_ttl_s)
         return result
@@ -225,11 +286,11 @@ class IngestService:
         return Conflict(f"seq {entry.seq} of device {entry.device_id} already holds a different entry; "
                         "the original is kept and this one is recorded as a conflict", code="chunk_conflict", **extra)
 
-    async def _insert(self, conn: AsyncConnection, device: Any, key_row: Any, envelope: Envelope,
+    async def _insert(self, conn: AsyncConnection, device: Any, envelope: Envelope,
                       entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str, now: int) -> IngestResult:
-        changes = (await conn.execute(sa.select(device_states.c.state, device_states.c.cutoff_seq).where(
-            device_states.c.device_id == device.id).order_by(device_states.c.id))).all()
-        trusted = entry_trusted([(c.state, c.cutoff_seq) for c in changes], entry.seq, key_row.retired_after_seq)
+        """Store a new entry; ``device`` is the locked device row joined with the entry's key."""
+        changes = (await conn.execute(_STATE_CHANGES, {"b_device": device.id})).all()
+        trusted = entry_trusted([(c.state, c.cutoff_seq) for c in changes], entry.seq, device.retired_after_seq)
         is_chunk = isinstance(entry, ChunkManifest)
         values: dict[str, Any] = {
             "device_id": entry.device_id, "seq": entry.seq, "kind": kind, "payload_type": envelope.payload_type,
@@ -243,7 +304,7 @@ class IngestService:
                           size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
         else:
             values.update(time_ms=entry.time_ms, event=entry.event)
-        await conn.execute(entries.insert().values(**values))
+        await conn.execute(_INSERT_ENTRY, values)
         chain = await self._chain_checks(conn, entry, h, now)
         await self._gaps(conn, device, entry.seq, now)
         await self._officer_checks(conn, entry, values["time_ms"], now)
@@ -252,10 +313,10 @@ class IngestService:
                                f"seq {entry.seq} follows a trust cutoff of device {entry.device_id}",
                                {"seq": entry.seq, "key_id": envelope.key_id}, now, device_id=entry.device_id,
                                seq=entry.seq, dedup_key=f"untrusted:{entry.device_id}:{entry.seq}")
-        update: dict[str, Any] = {"last_seen_ms": now}
+        update: dict[str, Any] = {"b_device": device.id, "last_seen_ms": now}
         if device.highest_seq is None or entry.seq > device.highest_seq:
             update["highest_seq"] = entry.seq
-        await conn.execute(devices.update().where(devices.c.id == device.id).values(**update))
+        await conn.execute(_UPDATE_DEVICE, update)
         steps = Checklist()
         if not is_chunk:
             # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
@@ -265,9 +326,9 @@ class IngestService:
             steps.add(STEP_MEDIA, SKIPPED, "a recording event has no media")
             steps.add(STEP_STORAGE, SKIPPED, "a recording event has no bytes")
             receipt = await self._sign_receipt(conn, entry.device_id, entry.seq, h, "", None, now)
-            await conn.execute(entries.update().where(entries.c.device_id == entry.device_id,
-                                                      entries.c.seq == entry.seq).values(
-                state=ChunkState.VERIFIED.value, verified_ms=now, receipt=receipt, verification=steps.to_json()))
+            await conn.execute(_UPDATE_ENTRY, {
+                "b_device": entry.device_id, "b_seq": entry.seq, "state": ChunkState.VERIFIED.value,
+                "verified_ms": now, "receipt": receipt, "verification": steps.to_json()})
             await self._receipted(conn, entry.device_id, entry.seq)
             return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.VERIFIED.value, trusted, created=True,
                                 receipt=receipt, steps=steps.to_json())
@@ -284,33 +345,31 @@ class IngestService:
                             now: int) -> tuple[str, str]:
         """Link checks against the neighbours present now; returns step 3's outcome for this entry."""
         dev, seq = entry.device_id, entry.seq
+        rows = (await conn.execute(_NEIGHBOURS, {"b_device": dev, "b_seq": seq, "b_before": seq - 1,
+                                                 "b_after": seq + 1, "b_prev": entry.prev})).all()
+        before = next((r for r in rows if r.seq == seq - 1), None)
+        after = next((r for r in rows if r.seq == seq + 1), None)
+        sibling = min((r.seq for r in rows if r.prev == entry.prev), default=None)
         outcome: tuple[str, str]
         if seq == 0:
             outcome = (PASS, "first entry of the chain")
+        elif before is None:
+            outcome = (PROVISIONAL, f"seq {seq - 1} has not arrived yet (gap finding open)")
+        elif before.entry_hash == entry.prev:
+            outcome = (PASS, f"prev is the hash of seq {seq - 1}")
         else:
-            before = (await conn.execute(sa.select(entries.c.entry_hash).where(
-                entries.c.device_id == dev, entries.c.seq == seq - 1))).first()
-            if before is None:
-                outcome = (PROVISIONAL, f"seq {seq - 1} has not arrived yet (gap finding open)")
-            elif before.entry_hash == entry.prev:
-                outcome = (PASS, f"prev is the hash of seq {seq - 1}")
-            else:
-                outcome = (FINDING, f"prev is not the hash of seq {seq - 1}")
-                await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev,
-                                   f"seq {seq}: prev is not the hash of seq {seq - 1}",
-                                   {"seq": seq, "prev": entry.prev, "expected_prev": before.entry_hash}, now,
-                                   device_id=dev, seq=seq, dedup_key=f"prev:{dev}:{seq}")
-        after = (await conn.execute(sa.select(entries.c.prev, entries.c.entry_hash).where(
-            entries.c.device_id == dev, entries.c.seq == seq + 1))).first()
+            outcome = (FINDING, f"prev is not the hash of seq {seq - 1}")
+            await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev,
+                               f"seq {seq}: prev is not the hash of seq {seq - 1}",
+                               {"seq": seq, "prev": entry.prev, "expected_prev": before.entry_hash}, now,
+                               device_id=dev, seq=seq, dedup_key=f"prev:{dev}:{seq}")
         if after is not None and after.prev != h:
             await open_finding(conn, F.CHAIN_PREV_MISMATCH, dev, f"seq {seq + 1}: prev is not the hash of seq {seq}",
                                {"seq": seq + 1, "prev": after.prev, "expected_prev": h}, now,
                                device_id=dev, seq=seq + 1, dedup_key=f"prev:{dev}:{seq + 1}")
-        sibling = (await conn.execute(sa.select(entries.c.seq).where(
-            entries.c.device_id == dev, entries.c.prev == entry.prev, entries.c.seq != seq).limit(1))).first()
         if sibling is not None:
-            await open_finding(conn, F.CHAIN_FORK, dev, f"seq {seq} and seq {sibling.seq} follow the same entry",
-                               {"seq": seq, "other_seq": sibling.seq, "prev": entry.prev}, now,
+            await open_finding(conn, F.CHAIN_FORK, dev, f"seq {seq} and seq {sibling} follow the same entry",
+                               {"seq": seq, "other_seq": sibling, "prev": entry.prev}, now,
                                device_id=dev, seq=seq, dedup_key=f"fork:{dev}:{entry.prev}:{seq}")
         return outcome
 
@@ -321,9 +380,7 @@ class IngestService:
         if seq > first_missing:
             await self._open_gap(conn, dev, first_missing, seq - 1, now)
         elif highest is not None and seq <= highest:  # == when highest came from a signed status
-            rows = (await conn.execute(sa.select(findings.c.id, findings.c.evidence).where(
-                findings.c.device_id == dev, findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None)
-            ))).all()
+            rows = (await conn.execute(_OPEN_GAPS, {"b_device": dev})).all()
             for row in rows:
                 first, last = row.evidence["first"], row.evidence["last"]
                 if first <= seq <= last:
@@ -352,8 +409,7 @@ class IngestService:
                  "time_ms": time_ms, "assignment_id": assignment.id if assignment is not None else None},
                 now, device_id=entry.device_id, seq=entry.seq, dedup_key=f"officer:{entry.device_id}:{entry.seq}")
         if entry.officer_id is not None:
-            officer = (await conn.execute(sa.select(officers.c.cert_expires_ms, officers.c.cert_number).where(
-                officers.c.id == entry.officer_id))).first()
+            officer = (await conn.execute(_OFFICER_CERT, {"b_officer": entry.officer_id})).first()
             if officer is not None and officer.cert_expires_ms <= time_ms:
                 await open_finding(
                     conn, F.OFFICER_CERT_EXPIRED, entry.officer_id,
@@ -380,16 +436,19 @@ class IngestService:
         return self.keyring.sign(receipt).raw
 
     async def _receipted(self, conn: AsyncConnection, device_id: str, seq: int) -> None:
-        await conn.execute(devices.update().where(
-            devices.c.id == device_id, sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < seq)
-        ).values(receipted_seq=seq))
+        await conn.execute(_RECEIPTED, {"b_device": device_id, "b_seq": seq, "receipted_seq": seq})
 
     # -- (b) bytes through the server's own endpoint (local store) ------------------------------
 
     async def store_upload(self, key: str, sha256: str, size: int, body: bytes) -> dict[str, Any]:
-        """Store bytes PUT to a local upload URL (authorization checked by the caller).
+        """Store bytes PUT to a local upload URL (authorization checked by the caller), then verify them.
 
-        Refused with nothing stored: a body whose size or SHA-256 is not what the URL names.
+        Refused with nothing stored: a body whose size or SHA-256 is not what the URL names. The
+        bytes just stored are verified at once (the same checklist as :meth:`verify`), so the
+        answer carries the receipt and the device needs no verify request: one request fewer per
+        chunk, and the bytes are hashed once, as they are written, instead of read back and hashed
+        again. A chunk that fails a step is answered ``rejected`` without a receipt (the finding is
+        recorded); the device's verify request then gets the refusal with its steps.
         """
         if len(body) != size:
             raise BadRequest(f"body is {len(body)} bytes, the upload target is for {size}", code="size_mismatch")
@@ -398,40 +457,54 @@ class IngestService:
         seq = int(seq_text)
         async with self.db.read() as conn:
             if is_conflict:
-                row = (await conn.execute(sa.select(conflicts.c.id).where(
+                found = (await conn.execute(sa.select(conflicts.c.id).where(
                     conflicts.c.device_id == dev, conflicts.c.seq == seq, conflicts.c.sha256 == sha256))).first()
+                row = before = None
             else:
-                row = (await conn.execute(sa.select(entries.c.state).where(
-                    entries.c.device_id == dev, entries.c.seq == seq, entries.c.sha256 == sha256))).first()
-        if row is None:
+                row, before = await self._entry_and_before(conn, dev, seq)
+                found = row if row is not None and row.sha256 == sha256 else None
+        if found is None:
             raise NotFound("no entry or conflict for this upload", code="unknown_entry")
         try:
-            # The store hashes the body in its worker thread before writing anything: one SHA-256
-            # per upload, off the event loop (it was computed twice, once on the loop).
+            # The store hashes the body in its worker thread before writing anything and refuses
+            # it unless it is the SHA-256 the entry names: step (1) holds for exactly these bytes.
             written = await self.store.put(key, body, sha256)
         except ContentMismatch:
             actual = await asyncio.to_thread(_sha256_hex, body)
             raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
                              expected=sha256, actual=actual) from None
-        now = self.clock.now_ms()
-        async with self.db.write() as conn:
-            if is_conflict:
-                await conn.execute(conflicts.update().where(conflicts.c.id == row.id,
+        if is_conflict:
+            now = self.clock.now_ms()
+            async with self.db.write() as conn:
+                await conn.execute(conflicts.update().where(conflicts.c.id == found.id,
                                                             conflicts.c.evidence_key.is_(None))
                                    .values(evidence_key=key, evidence_stored_ms=now))
-                return {"key": key, "stored": written, "state": "evidence"}
-            state = await self._mark_uploaded(conn, dev, seq, now)
-        return {"key": key, "stored": written, "state": state}
-
-    async def _mark_uploaded(self, conn: AsyncConnection, dev: str, seq: int, now: int) -> str:
-        row = (await conn.execute(self.db.lock_device(sa.select(entries.c.state, entries.c.uploaded_ms).where(
-            entries.c.device_id == dev, entries.c.seq == seq)))).one()
-        new = advance(ChunkState(row.state), ChunkEvent.UPLOAD)
-        await conn.execute(entries.update().where(entries.c.device_id == dev, entries.c.seq == seq).values(
-            state=new.value, uploaded_ms=row.uploaded_ms or now))
-        return new.value
+            return {"key": key, "stored": written, "state": "evidence"}
+        assert row is not None
+        answer: dict[str, Any] = {"key": key, "stored": written}
+        if row.state == ChunkState.VERIFIED:
+            return answer | self._result(row, created=False).to_json()
+        manifest = ChunkManifest.peek(Envelope.from_bytes(bytes(row.envelope)))
+        # The media check reads only box headers and sample tables (well under a millisecond
+        # for a chunk): cheaper here than a trip to a worker thread.
+        report = (check_chunk(body, manifest, self.config.duration_tolerance_ms)
+                  if self.config.media_check else None)
+        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), sha256, report)
+        try:
+            result = await self._conclude(row, steps, sha256, media_json)
+        except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
+            return answer | {"state": ChunkState.REJECTED.value, "receipt": None}
+        return answer | result.to_json()
 
     # -- (c) verification --------------------------------------------------------------------
+
+    async def _entry_and_before(self, conn: AsyncConnection, device_id: str, seq: int) -> tuple[Any, Any]:
+        """The entry (with its key's ``alg`` and ``public_key``) and the entry before it, each None if absent."""
+        rows = (await conn.execute(_ENTRY_KEY_BEFORE, {"b_device": device_id, "b_seq": seq,
+                                                       "b_before": seq - 1})).all()
+        row = next((r for r in rows if r.seq == seq), None)
+        before = next((r for r in rows if r.seq == seq - 1), None)
+        return row, before
 
     async def verify(self, device_id: str, seq: int) -> IngestResult:
         """Verify a chunk's stored bytes and sign its receipt; the same chunk again gets the same receipt.
@@ -442,18 +515,12 @@ class IngestService:
         (5) the stored object is write-once (S3 Object Lock in COMPLIANCE mode). Then the receipt.
         """
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(entries).where(entries.c.device_id == device_id,
-                                                               entries.c.seq == seq))).first()
-            if row is None:
-                raise NotFound(f"no entry {seq} of device {device_id}", code="unknown_entry")
-            if row.state == ChunkState.VERIFIED:
-                return self._result(row, created=False)
-            key_row = (await conn.execute(sa.select(device_keys).where(
-                device_keys.c.device_id == device_id, device_keys.c.key_id == row.key_id))).one()
-            before = (await conn.execute(sa.select(entries.c.entry_hash).where(
-                entries.c.device_id == device_id, entries.c.seq == seq - 1))).first()
+            row, before = await self._entry_and_before(conn, device_id, seq)
+        if row is None:
+            raise NotFound(f"no entry {seq} of device {device_id}", code="unknown_entry")
+        if row.state == ChunkState.VERIFIED:
+            return self._result(row, created=False)
         manifest = ChunkManifest.peek(Envelope.from_bytes(bytes(row.envelope)))
-        steps = Checklist()
         stored = await self.store.get(row.object_key, self._grant())
         # (1)
         if stored is None:
@@ -461,9 +528,17 @@ class IngestService:
                            step=STEP_BYTES[0])
         # (1) and (4) read the same bytes: one trip to a worker thread for both (the media check
         # runs only when the bytes pass (1), as before).
-        check_media = self.config.media_check
         actual, report = await asyncio.to_thread(_hash_and_check, stored.data, manifest,
-                                                 self.config.duration_tolerance_ms, check_media)
+                                                 self.config.duration_tolerance_ms, self.config.media_check)
+        steps, media_json = self._checklist(row, before, manifest, stored, actual, report)
+        return await self._conclude(row, steps, actual, media_json)
+
+    def _checklist(self, row: Any, before: Any, manifest: ChunkManifest, stored: StoredObject, actual: str,
+                   report: MediaReport | None) -> tuple[Checklist, dict[str, Any] | None]:
+        """Steps (1) to (5) for ``stored``, whose bytes hash to ``actual``; ``report`` is step (4)'s check."""
+        seq = row.seq
+        steps = Checklist()
+        # (1)
         if len(stored.data) != manifest.size:
             steps.add(STEP_BYTES, FAIL, f"stored object is {len(stored.data)} bytes, the entry says {manifest.size}")
         elif actual != manifest.sha256:
@@ -474,7 +549,9 @@ class IngestService:
             steps.add(STEP_BYTES, PASS, f"{manifest.size} bytes, sha256 {actual[:16]}…")
         # (2)
         try:
-            Envelope.from_bytes(bytes(row.envelope)).verify(VerifyKey(key_row.alg, bytes(key_row.public_key)))
+            if row.alg is None:
+                raise SignatureError(f"key {row.key_id} is not a key of device {row.device_id}", code="unknown_key")
+            Envelope.from_bytes(bytes(row.envelope)).verify(VerifyKey(row.alg, bytes(row.public_key)))
             steps.add(STEP_SIGNATURE, PASS, f"key {row.key_id}" + ("" if row.trusted else
                                                                    "; entry is untrusted (after a trust cutoff)"))
         except RemoteProtocolError as exc:
@@ -508,7 +585,7 @@ class IngestService:
             steps.add(STEP_STORAGE, FAIL, f"object lock is {stored.lock_mode!r}, COMPLIANCE required")
         else:
             steps.add(STEP_STORAGE, PASS, f"COMPLIANCE retention until {stored.retain_until_ms} ms")
-        return await self._conclude(row, steps, actual, media_json)
+        return steps, media_json
 
     async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None
                         ) -> IngestResult:
@@ -517,19 +594,18 @@ class IngestService:
         verification = steps.to_json()
         if media_json is not None:
             verification.append({"media": media_json})
+        where = {"b_device": row.device_id, "b_seq": row.seq}
         async with self.db.write() as conn:
-            current = (await conn.execute(self.db.lock_device(sa.select(entries).where(
-                entries.c.device_id == row.device_id, entries.c.seq == row.seq)))).one()
+            current = (await conn.execute(_ENTRY_LOCKED, where)).one()
             if current.state == ChunkState.VERIFIED:  # another request won the race: same receipt
                 return self._result(current, created=False)
             state = ChunkState(current.state)
             if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
                 state = advance(state, ChunkEvent.UPLOAD)
-            where = sa.and_(entries.c.device_id == row.device_id, entries.c.seq == row.seq)
             if failed is not None:
                 state = advance(state, ChunkEvent.REJECT)
-                await conn.execute(entries.update().where(where).values(
-                    state=state.value, uploaded_ms=current.uploaded_ms or now, verification=verification))
+                await conn.execute(_UPDATE_ENTRY, where | {
+                    "state": state.value, "uploaded_ms": current.uploaded_ms or now, "verification": verification})
                 await open_finding(conn, F.CHUNK_VERIFY_FAILED, row.device_id,
                                    f"seq {row.seq} failed step ({failed.number}) {failed.title}: {failed.detail}",
                                    {"seq": row.seq, "step": failed.number, "detail": failed.detail,
@@ -539,9 +615,9 @@ class IngestService:
                 state = advance(state, ChunkEvent.VERIFY)
                 receipt = await self._sign_receipt(conn, row.device_id, row.seq, row.entry_hash, row.object_key, actual,
                                                    now)
-                await conn.execute(entries.update().where(where).values(
-                    state=state.value, uploaded_ms=current.uploaded_ms or now, verified_ms=now,
-                    stored_sha256=actual, receipt=receipt, verification=verification))
+                await conn.execute(_UPDATE_ENTRY, where | {
+                    "state": state.value, "uploaded_ms": current.uploaded_ms or now, "verified_ms": now,
+                    "stored_sha256": actual, "receipt": receipt, "verification": verification})
                 await self._receipted(conn, row.device_id, row.seq)
                 final = IngestResult(current.device_id, current.seq, current.kind, current.entry_hash, state.value,
                                      current.trusted, receipt=receipt, steps=verification)
@@ -593,31 +669,47 @@ class IngestService:
 
     async def decode_one(self, device_id: str, seq: int) -> bool:
         """Decode a verified chunk's first keyframe; a failure becomes a media.decode_failed finding."""
+        return (await self.decode_many([(device_id, seq)]))[0]
+
+    async def decode_many(self, chunks: list[tuple[str, int]]) -> list[bool]:
+        """:meth:`decode_one` for several chunks, with one read and one write transaction for them all.
+
+        The decodes themselves are the cost that cannot shrink; the transactions around them can:
+        the decode worker takes whatever has queued up meanwhile.
+        """
         from server.media import decode_first_frame
 
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(entries.c.object_key, entries.c.decode).where(
-                entries.c.device_id == device_id, entries.c.seq == seq))).first()
-        if row is None or row.decode is not None or row.object_key is None:
-            return row is not None and row.decode == "ok"
-        stored = await self.store.get(row.object_key, self._grant())
-        error = None
-        if stored is None:
-            error = "object missing"
-        else:
-            try:
-                await asyncio.to_thread(decode_first_frame, stored.data)
-            except ValueError as exc:
-                error = str(exc)
+            rows = [(await conn.execute(_DECODE_STATE, {"b_device": d, "b_seq": q})).first() for d, q in chunks]
+        outcomes: list[bool] = []
+        results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
+        for (device_id, seq), row in zip(chunks, rows, strict=True):
+            if row is None or row.decode is not None or row.object_key is None:
+                outcomes.append(row is not None and row.decode == "ok")
+                continue
+            stored = await self.store.get(row.object_key, self._grant())
+            error = None
+            if stored is None:
+                error = "object missing"
+            else:
+                try:
+                    await asyncio.to_thread(decode_first_frame, stored.data)
+                except ValueError as exc:
+                    error = str(exc)
+            outcomes.append(error is None)
+            results.append((device_id, seq, row.object_key, error))
+        if not results:
+            return outcomes
         now = self.clock.now_ms()
         async with self.db.write() as conn:
-            await conn.execute(entries.update().where(entries.c.device_id == device_id, entries.c.seq == seq)
-                               .values(decode="ok" if error is None else "failed"))
-            if error is not None:
-                await open_finding(conn, F.MEDIA_DECODE_FAILED, device_id, f"seq {seq}: {error}",
-                                   {"seq": seq, "object_key": row.object_key, "error": error}, now,
-                                   device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
-        return error is None
+            await conn.execute(_UPDATE_ENTRY, [{"b_device": d, "b_seq": q, "decode": "ok" if e is None else "failed"}
+                                               for d, q, _, e in results])
+            for device_id, seq, key, error in results:
+                if error is not None:
+                    await open_finding(conn, F.MEDIA_DECODE_FAILED, device_id, f"seq {seq}: {error}",
+                                       {"seq": seq, "object_key": key, "error": error}, now,
+                                       device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
+        return outcomes
 
     async def pending_decodes(self, limit: int = 10_000) -> list[tuple[str, int]]:
         """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these)."""

@@ -170,6 +170,9 @@ class SimDevice:
         assert a.status in (200, 201), a.body
         p = await self.put(a.json["upload"], chunk.data)
         assert p.status in (200, 201), p.body
+        if p.body.startswith(b"{") and p.json.get("receipt"):  # the server's own store verified as it stored
+            answer: dict[str, Any] = p.json
+            return answer
         v = await self.verify(seq)
         assert v.status == 200, v.body
         result: dict[str, Any] = v.json

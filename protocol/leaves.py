@@ -5,7 +5,8 @@ RFC 6962's ``SHA-256(0x00 || leaf bytes)``. Leaves carry no personal data: peopl
 opaque principal ids (``user:17``), free text (an access reason) only as its SHA-256, footage as
 device ids, sequence numbers and content hashes. Anyone may therefore read every leaf of the log,
 and a court can check that an entry, an access or a key change is in it without the server
-revealing anything else.
+revealing anything else. A legal hold's setting and lifting are leaves too (reason hashed, role
+named), so footage cannot be released from a hold without a trace.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from protocol.schema import (
     check_hex32,
     check_id,
     check_key_id,
+    check_name,
     check_one_of,
     check_range,
     check_time,
@@ -36,6 +38,8 @@ ACCESS_KINDS = frozenset({"view", "live_view", "download", "export", "integrity"
 KEY_EVENTS = frozenset({"server_key", "device_key", "device_state"})
 LINK_ACTIONS = frozenset({"link", "unlink"})
 DEVICE_STATES = frozenset({"active", "suspended", "lost", "revoked"})
+HOLD_ACTIONS = frozenset({"set", "lift"})
+HOLD_TARGETS = frozenset({"case", "recording"})
 
 
 def text_sha256(text: str) -> str:
@@ -215,10 +219,55 @@ class ExpiryLeaf(Leaf):
         check_time("time_ms", self.time_ms)
 
 
-AnyLeaf = EntryLeaf | AccessLeaf | LinkLeaf | KeyLeaf | ExpiryLeaf
+@dataclass(frozen=True, slots=True)
+class HoldLeaf(Leaf):
+    """A legal hold set on or lifted from a case or a recording: who (opaque id, role), why (hash), when.
+
+    Held footage never expires, so the lift is what could release it: with both ends in the log,
+    footage cannot leave a hold without a public trace of who lifted it and when.
+    """
+
+    KIND: ClassVar[str] = "hold"
+
+    v: int
+    leaf: str
+    hold_id: int
+    action: str
+    target: str
+    case_id: str | None
+    device_id: str | None
+    recording_id: str | None
+    principal: str
+    role: str
+    reason_sha256: str
+    time_ms: int
+
+    def _check(self) -> None:
+        check_range("v", self.v, 1, 1)
+        self._check_kind()
+        check_range("hold_id", self.hold_id, 1)
+        check_one_of("action", self.action, HOLD_ACTIONS)
+        check_one_of("target", self.target, HOLD_TARGETS)
+        check_id("case_id", self.case_id, optional=True)
+        if self.device_id is not None:
+            check_device_id("device_id", self.device_id)
+        check_id("recording_id", self.recording_id, optional=True)
+        check_id("principal", self.principal)
+        check_name("role", self.role)
+        check_hex32("reason_sha256", self.reason_sha256)
+        check_time("time_ms", self.time_ms)
+        # One shape per target, so a leaf cannot name a case and a recording at once.
+        if self.target == "case" and (self.case_id is None or self.device_id or self.recording_id):
+            raise Invalid("a case hold names the case and no recording")
+        if self.target == "recording" and (self.case_id is not None or self.device_id is None
+                                           or self.recording_id is None):
+            raise Invalid("a recording hold names the device and the recording, and no case")
+
+
+AnyLeaf = EntryLeaf | AccessLeaf | LinkLeaf | KeyLeaf | ExpiryLeaf | HoldLeaf
 
 LEAF_TYPES: dict[str, type[AnyLeaf]] = {
-    cls.KIND: cls for cls in (EntryLeaf, AccessLeaf, LinkLeaf, KeyLeaf, ExpiryLeaf)
+    cls.KIND: cls for cls in (EntryLeaf, AccessLeaf, LinkLeaf, KeyLeaf, ExpiryLeaf, HoldLeaf)
 }
 
 

@@ -114,7 +114,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
         live=LiveService(db, clock, config.live, commands, access),
         units=UnitsService(db, clock),
-        holds=HoldsService(db, clock),
+        holds=HoldsService(db, clock, log_service),
         expiry=ExpiryJob(db, clock, store, config.retention),
         stats=StatsService(db, clock),
     )

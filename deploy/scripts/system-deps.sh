@@ -15,6 +15,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 # Browser tests (chunk playback, the dashboard, live view) drive Debian's Chromium headless.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Chinese glyphs for the dashboard's screenshots (without a CJK font Chromium draws boxes).
+dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "ok installed" || need+=(fonts-noto-cjk)
 # The ALSA source test records through ALSA's null device, which needs ALSA's configuration files.
 [ -f /usr/share/alsa/alsa.conf ] || need+=(libasound2-data)
 # runuser (util-linux) runs initdb as the postgres user when we are root; essential on Debian.

@@ -144,12 +144,13 @@ async def stats(ctx: Ctx) -> web.StreamResponse:
 
     p = ctx.params
     now = ctx.services.clock.now_ms()
-    rows = await ctx.services.stats.monthly(p.get("since", now - 365 * 86_400_000), p.get("until", now + 1),
-                                            p.get("dimension", "unit"),
-                                            await ctx.services.units.scope(ctx.principal))
+    report = await ctx.services.stats.report(p.get("since", now - 365 * 86_400_000), p.get("until", now + 1),
+                                             p.get("dimension", "unit"),
+                                             await ctx.services.units.scope(ctx.principal))
     if p.get("format", "json") == "csv":
-        return web.Response(body=to_csv(rows).encode("utf-8"), content_type="text/csv", charset="utf-8")
-    return _ok({"rows": rows})
+        # Rows only: a spreadsheet sums its rows itself, and total lines among them would count twice.
+        return web.Response(body=to_csv(report["rows"]).encode("utf-8"), content_type="text/csv", charset="utf-8")
+    return _ok(report)
 
 
 async def stats_public(ctx: Ctx) -> web.StreamResponse:

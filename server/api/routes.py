@@ -771,7 +771,8 @@ ROUTES: tuple[Route, ...] = (
           "run the expiry job now (it also runs every retention.expiry_interval_s)", "retention"),
     Route("GET", "/api/v1/stats", gov.stats, AUDIT_READERS,
           "monthly statistics per unit, officer or device (recordings, hours, steps requiring recording and the "
-          "share covered, findings by code, upload delay percentiles, uptime); JSON or CSV", "stats",
+          "share covered, findings by code, upload delay percentiles, uptime); JSON (the rows, and each month's "
+          "totals over them) or CSV (the rows)", "stats",
           query=gov.STATS_QUERY),
     Route("GET", "/api/v1/stats/public/{year}", gov.stats_public, ADMINS,
           "the yearly public summary: aggregates per unit and agency-wide, no personal data", "stats"),

@@ -4,7 +4,8 @@ The decision is server/retention.py's pure ``should_expire``; this module gather
 it, applies what it says (extend the S3 retain-until date, put or lift the Object Lock legal hold),
 and removes expired objects with a warrant that only :class:`ExpiryJob` makes. Each removal is
 recorded with the receipt of what was removed (``footage_retention.removed_*``, and the
-transparency log's expiry leaf where the log exists).
+transparency log's expiry leaf where the log exists). Setting and lifting a legal hold are hold
+leaves of the log, in the transaction that records them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from custody.clock import Clock
-from protocol.leaves import ExpiryLeaf
+from protocol.leaves import ExpiryLeaf, HoldLeaf, text_sha256
 from server.auth import Principal
 from server.config import RetentionConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
-from server.db.schema import case_steps, cases, entries, footage_retention, legal_holds, review_signoffs, step_links
+from server.db.schema import (
+    case_steps,
+    cases,
+    entries,
+    footage_retention,
+    legal_holds,
+    log_leaves,
+    review_signoffs,
+    step_links,
+)
 from server.errors import BadRequest, Conflict, NotFound
 from server.log.service import LogService
 from server.retention import (
@@ -62,11 +72,30 @@ class ExpiryWarrant:
         return self._key == key
 
 
-def hold_json(row: Any) -> dict[str, Any]:
-    """JSON form of a legal hold."""
+def hold_json(row: Any, log_index: dict[str, int] | None = None) -> dict[str, Any]:
+    """JSON form of a legal hold, with the log indexes of its set and lift leaves (by subject)."""
+    found = log_index or {}
     return {"id": row.id, "target": row.target, "target_id": row.target_id, "reason": row.reason,
             "set_ms": row.set_ms, "set_by": row.set_by, "lifted_ms": row.lifted_ms, "lifted_by": row.lifted_by,
-            "lift_reason": row.lift_reason, "active": row.lifted_ms is None}
+            "lift_reason": row.lift_reason, "active": row.lifted_ms is None,
+            "set_log_index": found.get(hold_subject(row.id, "set")),
+            "lift_log_index": found.get(hold_subject(row.id, "lift"))}
+
+
+def hold_subject(hold_id: int, action: str) -> str:
+    """The log subject of a hold's set or lift leaf (unique: each end is logged once)."""
+    return f"hold-{action}:{hold_id}"
+
+
+async def _hold_log_index(conn: AsyncConnection, hold_ids: list[int]) -> dict[str, int]:
+    """Log indexes of the holds' leaves, by subject (the subject is the link; the hold table has no column)."""
+    subjects = [hold_subject(i, a) for i in hold_ids for a in ("set", "lift")]
+    found: dict[str, int] = {}
+    for start in range(0, len(subjects), 500):  # bounded IN lists
+        rows = (await conn.execute(sa.select(log_leaves.c.subject, log_leaves.c.idx).where(
+            log_leaves.c.subject.in_(subjects[start:start + 500])))).all()
+        found.update({r.subject: int(r.idx) for r in rows})
+    return found
 
 
 def policy_of(config: RetentionConfig) -> RetentionPolicy:
@@ -231,11 +260,17 @@ class ExpiryJob:
 
 
 class HoldsService:
-    """Legal holds on cases and recordings: set and lifted with a reason, never deleted."""
+    """Legal holds on cases and recordings: set and lifted with a reason, never deleted.
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    Both ends of a hold are leaves of the transparency log, appended in the transaction that
+    records them: held footage never expires, so a lift that left no public trace could release
+    footage silently.
+    """
+
+    def __init__(self, db: Database, clock: Clock, log: LogService) -> None:
         self.db = db
         self.clock = clock
+        self.log = log
 
     async def set_hold(self, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
         """Put a legal hold on a case or a recording."""
@@ -257,15 +292,18 @@ class HoldsService:
                     .limit(1))).first()
             if found is None:
                 raise NotFound(f"no recording {target_id}", code="unknown_recording")
+        now = self.clock.now_ms()
         async with self.db.write() as conn:
             hold_id = (await conn.execute(legal_holds.insert().values(
-                target=target, target_id=target_id, reason=body["reason"], set_ms=self.clock.now_ms(),
+                target=target, target_id=target_id, reason=body["reason"], set_ms=now,
                 set_by=principal.actor).returning(legal_holds.c.id))).scalar_one()
             row = (await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))).one()
-        return hold_json(row)
+            index = await self._log(conn, row, "set", body["reason"], principal, now)
+        return hold_json(row, {hold_subject(hold_id, "set"): index})
 
     async def lift(self, hold_id: int, reason: str, principal: Principal) -> dict[str, Any]:
         """Lift a hold (it stays on record with who, when and why)."""
+        now = self.clock.now_ms()
         async with self.db.write() as conn:
             row = (await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))).first()
             if row is None:
@@ -273,9 +311,25 @@ class HoldsService:
             if row.lifted_ms is not None:
                 raise Conflict(f"legal hold {hold_id} was already lifted", code="hold_lifted")
             await conn.execute(legal_holds.update().where(legal_holds.c.id == hold_id).values(
-                lifted_ms=self.clock.now_ms(), lifted_by=principal.actor, lift_reason=reason))
+                lifted_ms=now, lifted_by=principal.actor, lift_reason=reason))
             row = (await conn.execute(sa.select(legal_holds).where(legal_holds.c.id == hold_id))).one()
-        return hold_json(row)
+            await self._log(conn, row, "lift", reason, principal, now)
+            indexes = await _hold_log_index(conn, [hold_id])
+        return hold_json(row, indexes)
+
+    async def _log(self, conn: AsyncConnection, row: Any, action: str, reason: str, principal: Principal,
+                   now: int) -> int:
+        """Append the hold leaf of ``action`` in the caller's transaction; its index."""
+        if row.target == "case":
+            case_id, device_id, recording_id = row.target_id, None, None
+        else:
+            device_id, _, recording_id = row.target_id.partition("/")
+            case_id = None
+        leaf = HoldLeaf(v=1, leaf="hold", hold_id=int(row.id), action=action, target=row.target, case_id=case_id,
+                        device_id=device_id, recording_id=recording_id,
+                        principal=await self.log.opaque_principal(conn, principal.actor),
+                        role=principal.role.value, reason_sha256=text_sha256(reason), time_ms=now)
+        return (await self.log.append(conn, leaf, hold_subject(int(row.id), action))).index
 
     async def list_holds(self, active_only: bool = False) -> list[dict[str, Any]]:
         """Every hold, newest first."""
@@ -283,7 +337,9 @@ class HoldsService:
         if active_only:
             stmt = stmt.where(legal_holds.c.lifted_ms.is_(None))
         async with self.db.read() as conn:
-            return [hold_json(r) for r in (await conn.execute(stmt)).all()]
+            rows = (await conn.execute(stmt)).all()
+            indexes = await _hold_log_index(conn, [int(r.id) for r in rows])
+        return [hold_json(r, indexes) for r in rows]
 
     async def target_of(self, hold_id: int) -> tuple[str, str] | None:
         """The hold's target (for scope checks)."""

@@ -55,24 +55,40 @@ def percentile(values: list[int], q: float) -> int | None:
 
 
 class _Cell:
+    """What one (key, month) counts; cells of several keys merge into the month's total."""
+
     __slots__ = ("delays", "findings", "heard_hours", "ms", "recordings", "steps_covered", "steps_required")
 
     def __init__(self) -> None:
         self.recordings: set[tuple[str, str]] = set()
         self.ms = 0
-        self.steps_required = 0
-        self.steps_covered = 0
+        # Step ids, not counts: a step of two officers is one step in the month's total.
+        self.steps_required: set[str] = set()
+        self.steps_covered: set[str] = set()
         self.findings: dict[str, int] = defaultdict(int)
         self.delays: list[int] = []
         self.heard_hours: set[int] = set()
 
-    def to_json(self, dimension: str, key: str, month: str) -> dict[str, Any]:
-        share = None if not self.steps_required else round(self.steps_covered / self.steps_required, 4)
+    def merge(self, other: _Cell) -> None:
+        """Add ``other`` (a cell of another key, same month) to this one."""
+        self.recordings |= other.recordings
+        self.ms += other.ms
+        self.steps_required |= other.steps_required
+        self.steps_covered |= other.steps_covered
+        for code, n in other.findings.items():
+            self.findings[code] += n
+        self.delays.extend(other.delays)
+        self.heard_hours |= other.heard_hours
+
+    def to_json(self, dimension: str, key: str | None, month: str) -> dict[str, Any]:
+        required, covered = len(self.steps_required), len(self.steps_covered)
+        share = None if not required else round(covered / required, 4)
+        # Uptime is a device's own; a total over devices would be a share of nothing in particular.
         uptime = (round(len(self.heard_hours) / hours_in_month(month), 4)
-                  if dimension == "device" else None)
+                  if dimension == "device" and key is not None else None)
         return {"dimension": dimension, "key": key, "month": month, "recordings": len(self.recordings),
-                "hours": round(self.ms / HOUR_MS, 3), "steps_required": self.steps_required,
-                "steps_covered": self.steps_covered, "covered_share": share,
+                "hours": round(self.ms / HOUR_MS, 3), "steps_required": required,
+                "steps_covered": covered, "covered_share": share,
                 "findings": dict(sorted(self.findings.items())),
                 "upload_delay_ms": {"p50": percentile(self.delays, 50), "p90": percentile(self.delays, 90),
                                     "p99": percentile(self.delays, 99), "count": len(self.delays)},
@@ -89,6 +105,15 @@ class StatsService:
     async def monthly(self, since_ms: int, until_ms: int, dimension: str,
                       scope: Scope | None = None) -> list[dict[str, Any]]:
         """Rows of ``dimension`` (unit, officer or device) by month, in the caller's scope."""
+        return (await self.report(since_ms, until_ms, dimension, scope))["rows"]
+
+    async def report(self, since_ms: int, until_ms: int, dimension: str,
+                     scope: Scope | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``rows`` of ``dimension`` by month and each month's ``totals`` over those rows' keys, in the scope.
+
+        A total is not the sum of its rows: a recording or a step shared by two keys (two officers
+        of one step) counts once, and its percentiles are taken over all the month's uploads.
+        """
         cells: dict[tuple[str, str], _Cell] = defaultdict(_Cell)
         async with self.db.read() as conn:
             dev_unit = {r.id: r.unit_id for r in (await conn.execute(sa.select(devices.c.id, devices.c.unit_id)))}
@@ -138,14 +163,20 @@ class StatsService:
             step_keys = ([o for o in s.officers] if dimension == "officer" else [s.unit_id or "(none)"])
             for key in step_keys:
                 cell = cells[(key, month_of(start))]
-                cell.steps_required += 1
-                cell.steps_covered += s.id in linked
+                cell.steps_required.add(s.id)
+                if s.id in linked:
+                    cell.steps_covered.add(s.id)
         for f in found:
             for key in keys(f.device_id, None):
                 cells[(key, month_of(f.opened_ms))].findings[f.code] += 1
         visible = None if scope is None or scope.everywhere else await self._visible(dimension, scope)
-        return [cell.to_json(dimension, key, month) for (key, month), cell in sorted(cells.items())
-                if visible is None or key in visible]
+        shown = sorted(((km, cell) for km, cell in cells.items() if visible is None or km[0] in visible),
+                       key=lambda item: item[0])
+        totals: dict[str, _Cell] = defaultdict(_Cell)
+        for (_key, month), cell in shown:
+            totals[month].merge(cell)
+        return {"rows": [cell.to_json(dimension, key, month) for (key, month), cell in shown],
+                "totals": [totals[month].to_json(dimension, None, month) for month in sorted(totals)]}
 
     async def _visible(self, dimension: str, scope: Scope) -> set[str]:
         table = {"unit": units, "officer": officers, "device": devices}[dimension]

@@ -24,11 +24,15 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from aiohttp import web
 
+from server.api.governance_api import STATS_QUERY
+from server.api.routes import ROUTES
 from server.auth import Principal, Role
-from server.db.schema import entries
+from server.db.schema import entries, officers, units
 from server.errors import BadRequest, Forbidden, NotFound, ServerError, Unauthorized
 from server.services import Services
+from server.web import charts
 from server.web import session as sess
+from server.web import stats_view as sv
 from server.web.messages import LANGUAGES, MESSAGES, pick_language, t
 from server.web.timeline import DEFAULT_TOLERANCE_MS, Row, timeline_svg
 
@@ -44,6 +48,19 @@ LIVE_ROLES = frozenset({R.ADMIN, R.SUPERVISOR})
 FOOTAGE_ROLES = frozenset({R.ADMIN, R.CASE_HANDLER, R.SUPERVISOR, R.LEGAL_REVIEWER, R.AUDITOR})
 AUDIT_ROLES = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
 ACCESS_ROLES = frozenset({R.ADMIN, R.SUPERVISOR, R.AUDITOR})
+
+
+def route_roles(method: str, path: str) -> frozenset[Role]:
+    """The roles of an API route: a page showing what that route answers admits exactly those roles."""
+    for route in ROUTES:
+        if (route.method, route.path) == (method, path) and isinstance(route.access, frozenset):
+            return route.access
+    raise LookupError(f"no role-checked route {method} {path}")
+
+
+#: Read from the route table, not copied: the statistics page and the stats API cannot drift apart.
+STATS_ROLES = route_roles("GET", "/api/v1/stats")
+PUBLIC_SUMMARY_ROLES = route_roles("GET", "/api/v1/stats/public/{year}")
 
 #: Security headers of every page: scripts and styles only from this server, never framed.
 HEADERS = {
@@ -117,7 +134,7 @@ def table(headers: list[str], rows: list[list[str]], *, cls: str = "", empty: st
 
 
 def layout(page: Page, title: str, body: str, *, scripts: tuple[str, ...] = (), messages: tuple[str, ...] = (),
-           refresh_s: int | None = None) -> web.Response:
+           refresh_s: int | None = None, status: int = 200) -> web.Response:
     """The frame around every signed-in page: navigation, language switch, sign-out form."""
     nav = []
     for path, key, roles in NAV:
@@ -142,7 +159,7 @@ def layout(page: Page, title: str, body: str, *, scripts: tuple[str, ...] = (), 
 <script type="application/json" id="messages">{msgs}</script>
 {"".join(f'<script src="/ui/static/{s}"></script>' for s in scripts)}
 </body></html>"""
-    return web.Response(text=html, content_type="text/html", charset="utf-8", headers=HEADERS)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
 
 
 def bare(lang: str, title: str, body: str, status: int = 200) -> web.Response:
@@ -499,6 +516,197 @@ async def access(page: Page) -> web.StreamResponse:
     return layout(page, page.t("access.title"), body)
 
 
+# -- statistics ---------------------------------------------------------------------------------------------
+
+STATS_PARAMS = ("dimension", "from", "to")
+PERCENTILES = ("p50", "p90", "p99")
+#: Each dimension's name on the page (whole keys, so the catalogue test sees every key used).
+DIMENSION_KEYS = {"unit": "stats.dim.unit", "officer": "stats.dim.officer", "device": "stats.dim.device"}
+NO_UNIT = "(none)"  # the stats report's key for records in no unit
+
+
+def fig(value: object, shown: str | None = None) -> str:
+    """A table figure: formatted for people, the exact value in a ``<data>`` element for programs."""
+    if value is None:
+        return '<data value="">–</data>'
+    return f'<data value="{h(value)}">{h(value if shown is None else shown)}</data>'
+
+
+async def _key_names(page: Page, dimension: str) -> dict[str, str]:
+    """What a key is called on the page: a unit's or an officer's name; a device by its id."""
+    if dimension == "device":
+        return {}
+    table = units if dimension == "unit" else officers
+    async with page.services.db.read() as conn:
+        names = {r.id: r.name for r in (await conn.execute(sa.select(table.c.id, table.c.name))).all()}
+    names[NO_UNIT] = page.t("stats.no_unit")
+    return names
+
+
+def _stat_section(ident: str, heading: str, figure: str, headers: list[str] | None = None,
+                  rows: list[list[str]] | None = None, note: str = "") -> str:
+    """A chart with the table of its figures under it (none when the chart already says there is no data)."""
+    figures = table(headers or [], rows, cls=ident) if rows else ""
+    note_html = f'<p class="empty">{note}</p>' if note else ""
+    figure_html = f'<figure class="chart">{figure}</figure>' if figure else ""
+    return f'<section class="stat" id="{ident}"><h2>{h(heading)}</h2>{note_html}{figure_html}{figures}</section>'
+
+
+def _stats_form(page: Page, dimension: str, months: list[str]) -> str:
+    options = "".join(f'<option value="{d}"{" selected" if d == dimension else ""}>{h(page.t(DIMENSION_KEYS[d]))}'
+                      f"</option>" for d in DIMENSION_KEYS)
+    return (f'<form method="get" class="filters stats-filters">'
+            f'<label>{h(page.t("stats.dimension"))} <select name="dimension">{options}</select></label> '
+            f'<label>{h(page.t("stats.from"))} <input type="month" name="from" value="{months[0]}" min="2000-01" '
+            f'max="2099-12" required></label> '
+            f'<label>{h(page.t("stats.to"))} <input type="month" name="to" value="{months[-1]}" min="2000-01" '
+            f'max="2099-12" required></label> <button type="submit">{h(page.t("stats.show"))}</button></form>')
+
+
+async def stats(page: Page) -> web.StreamResponse:
+    """Statistics per unit, officer or device and month, as SVG charts with the exact figures under each.
+
+    The figures come from the same report as ``GET /api/v1/stats`` (same scope, same months), and
+    the page links to that route's CSV and JSON for exactly what it shows.
+    """
+    q = page.request.query
+    unknown = sorted(set(q) - set(STATS_PARAMS))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {', '.join(unknown)}", code="unknown_field")
+    # The API's own declaration of the parameter: the same values, the same error code.
+    dimension: str = (STATS_QUERY["dimension"].parse_query("dimension", q["dimension"]) if q.get("dimension")
+                      else "unit")
+    span = sv.MonthRange.of(q.get("from") or None, q.get("to") or None, page.services.clock.now_ms())
+    months = span.months()
+    scope = await page.services.units.scope(page.principal)
+    report = await page.services.stats.report(span.since_ms, span.until_ms, dimension, scope)
+    rows, names = report["rows"], await _key_names(page, dimension)
+
+    def name(key: str) -> str:
+        return names.get(key, key)
+
+    def key_cell(key: str) -> str:
+        return fig(key, name(key))
+
+    def chart(ident: str, title: str, desc: str, x_label: str, y_label: str,
+              fmt: charts.Format = charts.number) -> charts.Chart:
+        return charts.Chart(ident, title, desc, x_label, y_label, page.t("stats.no_data"), fmt)
+
+    first, last = months[0], months[-1]
+    dim_label = page.t(DIMENSION_KEYS[dimension])
+    month_label = page.t("stats.month")
+    body = _stats_form(page, dimension, months)
+    api_q = urlencode({"dimension": dimension, "since": span.since_ms, "until": span.until_ms})
+    stem = f"custody-stats-{dimension}-{first}-{last}"
+    body += (f'<p class="downloads">{h(page.t("stats.download"))}: '
+             f'<a class="download csv" href="{h(f"/api/v1/stats?{api_q}&format=csv")}" download="{stem}.csv">CSV</a> '
+             f'<a class="download json" href="{h(f"/api/v1/stats?{api_q}&format=json")}" download="{stem}.json">'
+             f"JSON</a>")
+    if page.may(PUBLIC_SUMMARY_ROLES):
+        body += f' · {h(page.t("stats.public"))}: ' + " ".join(
+            f'<a class="download public-summary" href="/api/v1/stats/public/{y}" '
+            f'download="custody-public-summary-{y}.json">{y}</a>' for y in span.years)
+    body += "</p>"
+    if scope.everywhere:
+        body += f'<p class="scope">{h(page.t("stats.scope_all"))}</p>'
+    else:
+        unit_names = names if dimension == "unit" else await _key_names(page, "unit")
+        body += f'<p class="scope">{h(page.t("stats.scope", root=unit_names.get(scope.root or "", scope.root)))}</p>'
+
+    # (1) Recordings and hours per month: the report's totals (a recording counts once in a month).
+    totals = sv.by_month(report["totals"], months)
+    recs = tuple(float(tot["recordings"]) if tot else 0.0 for tot in totals)
+    hours = tuple(float(tot["hours"]) if tot else 0.0 for tot in totals)
+    empty = not any(tot for tot in totals)
+    recs_chart = chart("chart-recordings", page.t("stats.recordings_title"), page.t(
+        "stats.recordings_desc", first=first, last=last), month_label, page.t("stats.recordings"))
+    hours_chart = chart("chart-hours", page.t("stats.hours_title"), page.t(
+        "stats.hours_desc", first=first, last=last), month_label, page.t("stats.hours"))
+    if empty:  # one "no data" says it for both
+        figure = charts.empty_chart(recs_chart)
+    else:
+        figure = (charts.bar_chart(recs_chart, months, [charts.Series(page.t("stats.recordings"), recs)], integer=True)
+                  + charts.bar_chart(hours_chart, months, [charts.Series(page.t("stats.hours"), hours)]))
+    body += _stat_section("stats-volume", page.t("stats.volume"), figure, [
+        month_label, page.t("stats.recordings"), page.t("stats.hours")], [] if empty else [
+        [fig(m), fig(tot["recordings"] if tot else 0), fig(tot["hours"] if tot else 0.0)]
+        for m, tot in zip(months, totals, strict=True)])
+
+    # (2) Share of the steps requiring recording that have footage, per key, against 100 %.
+    keyed = sv.per_key(rows)
+    if dimension == "device":
+        body += _stat_section("stats-coverage", page.t("stats.coverage"), "",
+                              note=h(page.t("stats.coverage_devices")))
+    else:
+        stepped = [k for k in keyed if k.steps_required]
+        c = chart("chart-coverage", page.t("stats.coverage"), page.t("stats.coverage_desc", dimension=dim_label,
+                  first=first, last=last), dim_label, page.t("stats.share"), charts.percent)
+        figure = charts.bar_chart(c, [name(k.key) for k in stepped],
+                                  [charts.Series(page.t("stats.share"), tuple(k.covered_share for k in stepped))],
+                                  y_max=1.0, reference=1.0, reference_label=page.t("stats.reference"))
+        body += _stat_section("stats-coverage", page.t("stats.coverage"), figure, [
+            dim_label, page.t("stats.steps_required"), page.t("stats.steps_covered"), page.t("stats.share")], [
+            [key_cell(k.key), fig(k.steps_required), fig(k.steps_covered),
+             fig(k.covered_share, charts.percent(k.covered_share or 0))] for k in stepped])
+
+    # (3) Findings by code per key, stacked.
+    if dimension == "officer":
+        body += _stat_section("stats-findings", page.t("stats.findings"), "",
+                              note=h(page.t("stats.findings_officers")))
+    else:
+        codes = sv.finding_codes(rows)
+        found = [k for k in keyed if k.findings]
+        c = chart("chart-findings", page.t("stats.findings"), page.t("stats.findings_desc", dimension=dim_label,
+                  first=first, last=last), dim_label, page.t("stats.findings_axis"))
+        figure = charts.bar_chart(c, [name(k.key) for k in found], [
+            charts.Series(code, tuple(float(k.findings.get(code, 0)) for k in found)) for code in codes],
+            stacked=True, integer=True)
+        body += _stat_section("stats-findings", page.t("stats.findings"), figure, [
+            dim_label, *codes, page.t("stats.total")], [
+            [key_cell(k.key), *(fig(k.findings.get(code, 0)) for code in codes), fig(sum(k.findings.values()))]
+            for k in found])
+
+    # (4) Upload delay percentiles per month (over all the month's uploads, not an average of rows).
+    delays = [tot["upload_delay_ms"] if tot else None for tot in totals]
+    c = chart("chart-delay", page.t("stats.delay"), page.t("stats.delay_desc", first=first, last=last), month_label,
+              page.t("stats.delay_axis"), charts.duration_ms)
+    figure = charts.line_chart(c, months, [charts.Series(p, tuple(
+        None if d is None or d[p] is None else float(d[p]) for d in delays)) for p in PERCENTILES])
+    body += _stat_section("stats-delay", page.t("stats.delay"), figure, [
+        month_label, *PERCENTILES, page.t("stats.uploads")], [
+        [fig(m), *(fig(d[p], charts.duration_ms(d[p])) for p in PERCENTILES), fig(d["count"])]
+        for m, d in zip(months, delays, strict=True) if d and d["count"]])
+
+    # (5) Device uptime per device and month.
+    if dimension != "device":
+        link = h("/ui/stats?" + urlencode({"dimension": "device", "from": first, "to": last}))
+        body += _stat_section("stats-uptime", page.t("stats.uptime"), "", note=(
+            f'{h(page.t("stats.uptime_devices"))} <a href="{link}">{h(page.t("stats.dim.device"))}</a>'))
+    else:
+        keys, grid = sv.uptime_grid(rows, months)
+        c = chart("chart-uptime", page.t("stats.uptime"), page.t("stats.uptime_desc", first=first, last=last),
+                  month_label, page.t("stats.dim.device"), charts.percent)
+        body += _stat_section("stats-uptime", page.t("stats.uptime"), charts.heatmap(c, keys, months, grid), [
+            page.t("stats.dim.device"), *months], [
+            [key_cell(k), *(fig(v, charts.percent(v)) if v is not None else fig(None) for v in line)]
+            for k, line in zip(keys, grid, strict=True)])
+
+    # Every row of the report, as the CSV has them.
+    all_rows = [[key_cell(r["key"]), fig(r["month"]), fig(r["recordings"]), fig(r["hours"]), fig(r["steps_required"]),
+                 fig(r["steps_covered"]), fig(r["covered_share"], None if r["covered_share"] is None else
+                                              charts.percent(r["covered_share"])),
+                 fig(";".join(f"{k}={v}" for k, v in r["findings"].items()) or None),
+                 *(fig(r["upload_delay_ms"][p]) for p in PERCENTILES),
+                 fig(r["uptime_share"], None if r["uptime_share"] is None else charts.percent(r["uptime_share"]))]
+                for r in rows]
+    body += (f'<details class="stats-all"><summary>{h(page.t("stats.rows"))}</summary>' + table(
+        [dim_label, month_label, page.t("stats.recordings"), page.t("stats.hours"), page.t("stats.steps_required"),
+         page.t("stats.steps_covered"), page.t("stats.share"), page.t("stats.findings_axis"), "p50 (ms)", "p90 (ms)",
+         "p99 (ms)", page.t("stats.uptime_axis")], all_rows, cls="stats-rows", empty=page.t("stats.no_data")) +
+        "</details>")
+    return layout(page, page.t("stats.title"), body)
+
+
 # -- the table and its wrapper ------------------------------------------------------------------------------
 
 ALL_USERS = frozenset(r for r in Role if r is not Role.DEVICE)
@@ -514,6 +722,7 @@ PAGES: tuple[tuple[str, PageHandler, frozenset[Role]], ...] = (
     ("/ui/audit", audit, AUDIT_ROLES),
     ("/ui/audit.csv", audit_csv, AUDIT_ROLES),
     ("/ui/access", access, ACCESS_ROLES),
+    ("/ui/stats", stats, STATS_ROLES),
 )
 #: The navigation: (path, message key, roles that see it).
 NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
@@ -521,12 +730,19 @@ NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/ui/cases", "nav.cases", CASE_ROLES),
     ("/ui/audit", "nav.audit", AUDIT_ROLES),
     ("/ui/access", "nav.access", ACCESS_ROLES),
+    ("/ui/stats", "nav.stats", STATS_ROLES),
 )
+
+
+def error_page(page: Page, message: str, status: int, code: str) -> web.Response:
+    """An error inside the frame, with the HTTP status and the stable code the API would answer."""
+    return layout(page, page.t("error.title"), f'<p class="error" data-code="{h(code)}">{h(message)} '
+                  f'<code class="error-code">{h(code)}</code></p>', status=status)
 
 
 def wrap_page(handler: PageHandler, roles: frozenset[Role], services: Services
               ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Sign-in check (else to the sign-in form), role check (else 403), errors as pages."""
+    """Sign-in check (else to the sign-in form), role check (else 403), errors as pages with their status."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         lang = _lang(request, services)
@@ -541,13 +757,13 @@ def wrap_page(handler: PageHandler, roles: frozenset[Role], services: Services
             raise response from None
         page = Page(request, services, principal, lang, sess.csrf_token(services, token))
         if principal.role not in roles:
-            return layout(page, page.t("error.title"), f'<p class="error">{h(page.t("error.forbidden"))}</p>')
+            return error_page(page, page.t("error.forbidden"), 403, "forbidden_role")
         try:
             return await handler(page)
-        except NotFound:
-            return layout(page, page.t("error.title"), f'<p class="error">{h(page.t("error.not_found"))}</p>')
+        except NotFound as exc:
+            return error_page(page, page.t("error.not_found"), exc.status, exc.code)
         except ServerError as exc:
-            return layout(page, page.t("error.title"), f'<p class="error">{h(exc.message)}</p>')
+            return error_page(page, exc.message, exc.status, exc.code)
 
     return run
 

@@ -3,8 +3,8 @@
 One walk through what a supervisor does, against a real server, a real broker and a recording
 agent: sign in, see the device online, watch it live (decoded frames keep increasing while the
 device's chunk sequence goes on without a gap or a late chunk), open a case and find the seeded
-gap on its timeline, play a recording, and find each of these in the access log. Screenshots go
-to test-artifacts/dashboard/.
+gap on its timeline, play a recording, find each of these in the access log, and open the
+statistics page. Screenshots go to test-artifacts/dashboard/.
 
 Chromium comes from `make test` (deploy/scripts/system-deps.sh); its absence fails the test.
 """
@@ -189,3 +189,14 @@ async def walkthrough(page: Any, rig: LiveRig, rec_a: str, t_start: float) -> No
     await page.wait_for_selector("h1:has-text('调阅记录')")
     assert await page.locator("table.access-events tbody tr:has-text('实时调阅')").count() == 1
     await shot("7-access-log-zh")
+
+    # 统计: the statistics page (still in Chinese) loads its server-drawn charts without a console error.
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.click("nav a[href='/ui/stats']")
+    await page.wait_for_selector("h1:has-text('全过程记录统计')")
+    assert await page.locator("svg.chart#chart-recordings rect.bar").count() >= 1
+    assert await page.locator("table.stats-volume tbody tr").count() == 12  # the twelve months up to now
+    await shot("8-stats-zh")
+    assert not errors, errors

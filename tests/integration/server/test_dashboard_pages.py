@@ -29,9 +29,9 @@ async def sign_in(server: RunningServer, token: str) -> aiohttp.ClientSession:
     return s
 
 
-async def page(s: aiohttp.ClientSession, server: RunningServer, path: str) -> str:
+async def page(s: aiohttp.ClientSession, server: RunningServer, path: str, status: int = 200) -> str:
     async with s.get(server.url + path) as r:
-        assert r.status == 200
+        assert r.status == status
         assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert r.headers["X-Frame-Options"] == "DENY"
         return await r.text()
@@ -66,12 +66,12 @@ async def test_roles_decide_what_the_pages_show(server: RunningServer, admin: Ap
         assert api.token is not None
         s = await sign_in(server, api.token)
         async with s:
-            fleet = await page(s, server, "/ui/fleet")
+            fleet = await page(s, server, "/ui/fleet", 200 if sees_fleet else 403)
             if sees_fleet:
                 assert device.device_id in fleet and 'href="/ui/audit"' in fleet
                 dev = await page(s, server, f"/ui/devices/{device.device_id}")
                 assert ("live-link" in dev) is sees_live
-                live = await page(s, server, f"/ui/devices/{device.device_id}/live")
+                live = await page(s, server, f"/ui/devices/{device.device_id}/live", 200 if sees_live else 403)
                 assert ('id="live-video"' in live) is sees_live
             else:
                 assert device.device_id not in fleet and 'href="/ui/fleet"' not in fleet

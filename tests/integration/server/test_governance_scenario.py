@@ -14,7 +14,8 @@ async def test_stats_and_retention_of_the_scenario_day(world: World) -> None:  #
     ids = await run_day(w)
     await legal_review(w, ids["c1"])
     w.goto(at(18))
-    by_officer = {r["key"]: r for r in (await w.auditor.ok("GET", "/api/v1/stats?dimension=officer"))["rows"]}
+    officer_report = await w.auditor.ok("GET", "/api/v1/stats?dimension=officer")
+    by_officer = {r["key"]: r for r in officer_report["rows"]}
     by_device = {r["key"]: r for r in (await w.auditor.ok("GET", "/api/v1/stats?dimension=device"))["rows"]}
     # 12 recordings in January 2026; 张伟 has 7 steps to record and the hearing is not (the audit's
     # step.missing_footage); every step of 李娜 but one and of 王强 has footage.
@@ -22,6 +23,13 @@ async def test_stats_and_retention_of_the_scenario_day(world: World) -> None:  #
             for k, r in by_officer.items()} == {
         "o-zhang": ("2026-01", 4, 7, 6), "o-li": ("2026-01", 5, 5, 4), "o-wang": ("2026-01", 3, 3, 3)}
     assert sum(r["recordings"] for r in by_device.values()) == 12
+    # The month's total counts a step of two officers once (c1-evidence, c1-hearing and c2-seize are shared):
+    # 15 officer-steps are 12 steps, 11 of them with footage; the percentiles are over every upload.
+    (total,) = officer_report["totals"]
+    assert (total["key"], total["month"], total["recordings"], total["steps_required"], total["steps_covered"]) == (
+        None, "2026-01", 12, 12, 11)
+    assert total["upload_delay_ms"]["count"] == sum(r["upload_delay_ms"]["count"] for r in by_officer.values())
+    assert total["uptime_share"] is None  # uptime is a device's own
     c = by_device[w.devices["C"].device_id]
     assert c["findings"].get("officer.certificate_expired", 0) >= 1  # 王强 recorded after his certificate expired
     assert all(0 < r["uptime_share"] < 1 and r["upload_delay_ms"]["count"] > 0 for r in by_device.values())

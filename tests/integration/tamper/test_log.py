@@ -9,14 +9,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 
 from custody.clock import FakeClock
 from protocol.checkpoint import NoteVerifier, open_checkpoint
 from protocol.envelope import Envelope
-from protocol.leaves import EntryLeaf, parse_leaf
+from protocol.leaves import EntryLeaf, HoldLeaf, parse_leaf, text_sha256
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.messages import Receipt
 from server.app import RunningServer, start_server
+from server.db import schema
 from server.log_guard import LogRolledBack
 from tests.integration.server.conftest import Api, server_config
 from tests.integration.tamper.conftest import record
@@ -86,6 +88,65 @@ async def test_link_events_are_logged_with_opaque_principals(log_server: Running
         leaf = parse_leaf(base64.b64decode(leaf_b64))
         assert leaf.KIND == "link"
         assert b"admin" not in base64.b64decode(leaf_b64)  # the log names nobody: user ids only
+
+
+async def test_a_legal_hold_set_and_lifted_is_two_leaves_that_verify(log_server: RunningServer, log_admin: Api,
+                                                                     clock: FakeClock) -> None:
+    """Held footage never expires: the lift that could release it is in the public log, as is the setting."""
+    device = await log_admin.enroll(clock)
+    rec = await record(device, 1)
+    reviewer = await log_admin.user("lr", "legal_reviewer")
+    sup = await log_admin.user("sup", "supervisor")
+    held = await reviewer.ok("POST", "/api/v1/holds", {"target": "recording", "device_id": device.device_id,
+                                                      "recording_id": rec.recording_id,
+                                                      "reason": "行政复议申请 / appeal filed"}, 201)
+    clock.advance(60)
+    lifted = await sup.ok("POST", f"/api/v1/holds/{held['id']}/lift", {"reason": "复议决定已生效 / decided"})
+    assert held["set_log_index"] is not None and lifted["set_log_index"] == held["set_log_index"]
+    assert lifted["lift_log_index"] is not None and lifted["lift_log_index"] > held["set_log_index"]
+    listed = next(h for h in (await log_admin.ok("GET", "/api/v1/holds"))["holds"] if h["id"] == held["id"])
+    assert (listed["set_log_index"], listed["lift_log_index"]) == (held["set_log_index"], lifted["lift_log_index"])
+
+    await log_server.services.log.checkpoint_round()
+    verifier = NoteVerifier.from_vkey((await log_admin.ok("GET", "/api/v1/log/key"))["vkey"])
+    cp, _ = open_checkpoint((await log_admin.call("GET", "/api/v1/log/checkpoint", token=None)).body, verifier)
+    leaves: list[HoldLeaf] = []
+    for index in (lifted["set_log_index"], lifted["lift_log_index"]):
+        proof = (await log_admin.call("GET", f"/api/v1/log/proof/inclusion?index={index}&size={cp.size}",
+                                      token=None)).json
+        data = base64.b64decode(proof["leaf"])
+        verify_inclusion(index, cp.size, leaf_hash(data), b64(proof["proof"]), cp.root)
+        leaf = parse_leaf(data)
+        assert isinstance(leaf, HoldLeaf)
+        assert b"appeal" not in data and b"decided" not in data and b"lr" not in data  # hashes and ids only
+        leaves.append(leaf)
+    set_leaf, lift_leaf = leaves
+    # Both ends name the same hold and target; each carries its own person, role, reason hash and time.
+    for leaf in leaves:
+        assert (leaf.hold_id, leaf.target, leaf.device_id, leaf.recording_id, leaf.case_id) == (
+            held["id"], "recording", device.device_id, rec.recording_id, None)
+    assert (set_leaf.action, set_leaf.role, set_leaf.reason_sha256, set_leaf.time_ms) == (
+        "set", "legal_reviewer", text_sha256(held["reason"]), held["set_ms"])
+    assert (lift_leaf.action, lift_leaf.role, lift_leaf.reason_sha256, lift_leaf.time_ms) == (
+        "lift", "supervisor", text_sha256(lifted["lift_reason"]), lifted["lifted_ms"])
+    async with log_server.services.db.read() as conn:
+        users = {r.name: r.id for r in (await conn.execute(sa.select(schema.users.c.name, schema.users.c.id))).all()}
+    assert (set_leaf.principal, lift_leaf.principal) == (f"user:{users['lr']}", f"user:{users['sup']}")
+
+    # A case hold names the case, and lifting twice leaves no second lift leaf.
+    await log_admin.user("ch", "case_handler")
+    case_id = (await log_admin.ok("POST", "/api/v1/cases", {"number": "H-1", "category": "penalty", "title": "t",
+                                                              "handler": "ch"}))["id"]
+    case_hold = await log_admin.ok("POST", "/api/v1/holds", {"target": "case", "case_id": case_id,
+                                                            "reason": "complaint"}, 201)
+    size = await log_server.services.log.size()
+    leaf = parse_leaf(base64.b64decode((await log_admin.call(
+        "GET", f"/api/v1/log/leaves?start={case_hold['set_log_index']}&end={size}", token=None)).json["leaves"][0][
+        "leaf"]))
+    assert isinstance(leaf, HoldLeaf) and (leaf.target, leaf.case_id, leaf.device_id) == ("case", str(case_id), None)
+    again = await sup.call("POST", f"/api/v1/holds/{held['id']}/lift", {"reason": "once more"})
+    assert (again.status, again.code) == (409, "hold_lifted")
+    assert await log_server.services.log.size() == size
 
 
 async def test_new_checkpoints_go_to_every_publisher(log_server: RunningServer, log_admin: Api,

@@ -17,6 +17,17 @@ from protocol.checkpoint import SIG_COSIGNATURE_V1, Checkpoint, NoteVerifier, co
 from protocol.enrollment import EnrollmentToken
 from protocol.httpsig import sign_request
 from protocol.keys import ED25519, SigningKey
+from protocol.leaves import (
+    AccessLeaf,
+    AnyLeaf,
+    EntryLeaf,
+    ExpiryLeaf,
+    HoldLeaf,
+    KeyLeaf,
+    LinkLeaf,
+    keys_sha256,
+    text_sha256,
+)
 from protocol.merkle import MemoryTree
 from protocol.messages import (
     GENESIS_PREV,
@@ -345,6 +356,39 @@ def pretty(obj: object) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+# -- log leaves ------------------------------------------------------------------------------
+
+
+def leaf_samples() -> list[tuple[str, AnyLeaf]]:
+    """One leaf of every kind (a hold twice: set and lifted), as the log stores its bytes."""
+    m = manifest()
+    entry_hash = m.sign(DEVICE_KEY).hash.hex()
+    return [
+        ("entry", EntryLeaf(v=1, leaf="entry", device_id=DEVICE_ID, seq=m.seq, entry_hash=entry_hash,
+                            stored_sha256=m.sha256, time_ms=T0 + 7000)),
+        ("access", AccessLeaf(v=1, leaf="access", access_id=3, kind="view", principal="user:17", device_id=DEVICE_ID,
+                              recording_id="rec-0001", case_id=None, objects=1,
+                              objects_sha256=keys_sha256([f"footage/{DEVICE_ID}/1/{m.sha256}.mp4"]),
+                              reason_sha256=text_sha256("复核现场检查录像"), time_ms=T0 + 60_000)),
+        ("link", LinkLeaf(v=1, leaf="link", link_id=5, action="link", case_id="12", step_id="c1-inspect",
+                          device_id=DEVICE_ID, recording_id="rec-0001", from_ms=None, until_ms=None,
+                          principal="user:17", time_ms=T0 + 120_000)),
+        ("key", KeyLeaf(v=1, leaf="key", event="device_key", key_id=DEVICE_KEY.key_id,
+                        fingerprint=DEVICE_KEY.public.fingerprint, device_id=DEVICE_ID, state=None, cutoff_seq=None,
+                        time_ms=T0 - 86_400_000)),
+        ("expiry", ExpiryLeaf(v=1, leaf="expiry", device_id=DEVICE_ID, seq=m.seq, stored_sha256=m.sha256,
+                              time_ms=T0 + 183 * 86_400_000)),
+        ("hold_set", HoldLeaf(v=1, leaf="hold", hold_id=2, action="set", target="recording", case_id=None,
+                              device_id=DEVICE_ID, recording_id="rec-0001", principal="user:21",
+                              role="legal_reviewer", reason_sha256=text_sha256("行政复议申请：保全录像"),
+                              time_ms=T0 + 180_000)),
+        ("hold_lift", HoldLeaf(v=1, leaf="hold", hold_id=2, action="lift", target="recording", case_id=None,
+                               device_id=DEVICE_ID, recording_id="rec-0001", principal="user:21",
+                               role="legal_reviewer", reason_sha256=text_sha256("复议决定已生效"),
+                               time_ms=T0 + 30 * 86_400_000)),
+    ]
+
+
 # -- golden files ------------------------------------------------------------------------------
 
 
@@ -357,5 +401,6 @@ def golden_files() -> dict[str, bytes]:
     files["log.vkey"] = (LOG_VERIFIER.vkey() + "\n").encode("ascii")
     files["witness.vkey"] = (WITNESS_VERIFIER.vkey() + "\n").encode("ascii")
     files["http_request.json"] = pretty(http_request_file())
+    files.update({f"{stem}.leaf.json": leaf.to_bytes() for stem, leaf in leaf_samples()})
     return files
 

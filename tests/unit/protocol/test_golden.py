@@ -12,16 +12,32 @@ from protocol.checkpoint import NoteVerifier, SignedNote, open_checkpoint
 from protocol.enrollment import EnrollmentToken, open_enrollment_answer
 from protocol.envelope import Envelope
 from protocol.httpsig import SignedRequest
+from protocol.leaves import LEAF_TYPES, parse_leaf
+from protocol.merkle import leaf_hash
 from protocol.messages import SIGNED_TYPES, ChunkManifest, EnrollmentRequest, payload_class
 from tests.unit.protocol import samples as S
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 BUILT = S.golden_files()
 SIGNED = {stem: (msg, key) for stem, msg, key in S.signed_samples()}
+LEAVES = dict(S.leaf_samples())
 
 
 def test_every_signed_type_has_a_golden_file() -> None:
     assert {type(msg).PAYLOAD_TYPE for msg, _ in SIGNED.values()} == set(SIGNED_TYPES)
+
+
+def test_every_leaf_kind_has_a_golden_file() -> None:
+    assert {leaf.KIND for leaf in LEAVES.values()} == set(LEAF_TYPES)
+
+
+@pytest.mark.parametrize("stem", sorted(LEAVES))
+def test_golden_leaf_parses_to_its_sample(stem: str) -> None:
+    data = (GOLDEN / f"{stem}.leaf.json").read_bytes()
+    leaf = parse_leaf(data)
+    assert leaf == LEAVES[stem]
+    assert leaf.to_bytes() == data  # canonical: the log hashes exactly these bytes
+    assert leaf.hash() == leaf_hash(data)
 
 
 def test_golden_directory_holds_exactly_the_built_files() -> None:

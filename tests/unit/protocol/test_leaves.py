@@ -7,7 +7,7 @@ import pytest
 from protocol.checkpoint import NoteVerifier
 from protocol.errors import LocalProtocolError, ProofError, SchemaError
 from protocol.keys import SigningKey
-from protocol.leaves import AccessLeaf, EntryLeaf, KeyLeaf, keys_sha256, parse_leaf, text_sha256
+from protocol.leaves import AccessLeaf, EntryLeaf, HoldLeaf, KeyLeaf, keys_sha256, parse_leaf, text_sha256
 from protocol.merkle import leaf_hash
 from protocol.verify_package import TrustedKey
 
@@ -41,6 +41,34 @@ def test_bad_leaves_are_refused() -> None:
         AccessLeaf(v=1, leaf="access", access_id=1, kind="view", principal="Zhang San", device_id=None,
                    recording_id=None, case_id=None, objects=0, objects_sha256="0" * 64, reason_sha256="0" * 64,
                    time_ms=T)
+
+
+def hold(**changes: object) -> HoldLeaf:
+    fields: dict[str, object] = dict(v=1, leaf="hold", hold_id=4, action="set", target="case", case_id="12",
+                                     device_id=None, recording_id=None, principal="user:3", role="supervisor",
+                                     reason_sha256=text_sha256("complaint"), time_ms=T)
+    fields.update(changes)
+    return HoldLeaf(**fields)  # type: ignore[arg-type]
+
+
+def test_hold_leaves_name_one_target_and_hash_the_reason() -> None:
+    case_hold = hold()
+    assert parse_leaf(case_hold.to_bytes()) == case_hold
+    assert b"complaint" not in case_hold.to_bytes()
+    lifted = hold(action="lift", target="recording", case_id=None, device_id=DEV, recording_id="rec-1")
+    assert parse_leaf(lifted.to_bytes()) == lifted
+    with pytest.raises(LocalProtocolError, match="names the case and no recording"):
+        hold(device_id=DEV, recording_id="rec-1")
+    with pytest.raises(LocalProtocolError, match="names the device and the recording"):
+        hold(target="recording", case_id=None, device_id=DEV)
+    with pytest.raises(LocalProtocolError, match="action"):
+        hold(action="release")
+    with pytest.raises(LocalProtocolError, match="role"):
+        hold(role="Legal Reviewer")  # a role name, never free text
+    with pytest.raises(LocalProtocolError, match="principal"):
+        hold(principal="Zhang San")
+    with pytest.raises(SchemaError):  # a peer's bytes: the reason in clear instead of its hash
+        parse_leaf(hold().to_bytes().replace(b'"reason_sha256":"', b'"reason_sha256":"x'))
 
 
 def test_trusted_key_forms() -> None:

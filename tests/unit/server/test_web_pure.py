@@ -26,7 +26,7 @@ def test_every_key_the_pages_and_scripts_use_exists() -> None:
     for path in [*WEB.glob("*.py"), *WEB.glob("static/*.js")]:
         text = path.read_text(encoding="utf-8")
         used |= set(re.findall(r"""(?:\bt|page\.t|Custody\.t)\(\s*["']([a-z_]+\.[a-z_.]+)["']""", text))
-        used |= set(re.findall(r"""["']((?:live|play|nav|col|fleet|case|cases|audit|access|kind|state|error)"""
+        used |= set(re.findall(r"""["']((?:live|play|nav|col|fleet|case|cases|audit|access|kind|state|error|stats)"""
                                r"""\.[a-z_]+)["']""", text))
     missing = {k for k in used if k not in MESSAGES and not k.endswith((".js", ".css"))}
     assert not missing

@@ -518,6 +518,11 @@ class IngestService:
         if media_json is not None:
             verification.append({"media": media_json})
         async with self.db.write() as conn:
+            # Locks in announce's order (device, then entry, then the log's sequencer): the receipt
+            # below updates the device row after the log append, and taking it only then deadlocked
+            # with an event announced for the same device (which holds the device and waits for the
+            # sequencer), stalling the whole log until PostgreSQL broke the tie.
+            await conn.execute(self.db.lock_device(sa.select(devices.c.id).where(devices.c.id == row.device_id)))
             current = (await conn.execute(self.db.lock_device(sa.select(entries).where(
                 entries.c.device_id == row.device_id, entries.c.seq == row.seq)))).one()
             if current.state == ChunkState.VERIFIED:  # another request won the race: same receipt

@@ -624,12 +624,16 @@ class IngestService:
                                    device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
         return error is None
 
-    async def pending_decodes(self, limit: int = 10_000) -> list[tuple[str, int]]:
-        """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these)."""
+    async def pending_decodes(self, limit: int = 10_000, verified_before_ms: int | None = None
+                              ) -> list[tuple[str, int]]:
+        """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these); with
+        ``verified_before_ms``, only those verified before then (another process's lost queue)."""
+        stmt = sa.select(entries.c.device_id, entries.c.seq).where(
+            entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None))
+        if verified_before_ms is not None:
+            stmt = stmt.where(entries.c.verified_ms < verified_before_ms)
         async with self.db.read() as conn:
-            rows = (await conn.execute(sa.select(entries.c.device_id, entries.c.seq).where(
-                entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None)
-            ).limit(limit))).all()
+            rows = (await conn.execute(stmt.limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
 
 

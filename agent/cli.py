@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="synthetic source only: run on a simulated clock, faster than real time (self-tests)")
 
     def server(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", help="server API base URL (default: the one from enrollment)")
+        p.add_argument("--server", action="append", metavar="URL",
+                       help="server API base URL (default: the one from enrollment); repeat it for other processes "
+                            "of the same server, tried in turn when one cannot be reached")
         p.add_argument("--enroll-token", help="one-time enrollment token from a device admin (first start)")
         p.add_argument("--no-mqtt", action="store_true", help="deliver over HTTP only")
 
@@ -128,7 +130,8 @@ async def _prepare(args: argparse.Namespace, *, source_seconds: float | None = N
         answer = await agent.enroll(args.enroll_token)
         print(f"enrolled as device {agent.device_id} with {answer.api_url}", file=sys.stderr)
     if agent.enrolled:
-        await agent.connect(mqtt=not args.no_mqtt, api_url=args.server)
+        servers: list[str] = args.server or []
+        await agent.connect(mqtt=not args.no_mqtt, api_url=servers[0] if servers else None, fallback_urls=servers[1:])
     elif args.server:
         from agent.errors import AgentError
 

@@ -3,12 +3,19 @@
 Errors are split the way the uploader needs them: :class:`Unreachable` (network down, server
 down, 5xx, 429: try again later, with backoff) versus :class:`Refused` (a 4xx problem document:
 the server has judged the request and retrying the same bytes will not help).
+
+A device may know several API base URLs (server processes that share one database: see
+docs/SERVER.md, "Running several server processes"). Signed requests go to the current one; when it
+cannot be reached the same request, newly signed, goes to the next at once, and the device stays
+with the one that answered. Every device call is idempotent on the server, so a request that
+reached a process which died before answering is safe to repeat on another.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,7 +61,7 @@ class Reply:
 
 
 class ServerClient:
-    """Signed requests from one device to its server."""
+    """Signed requests from one device to its server (one of several processes, with ``fallback_urls``)."""
 
     def __init__(
         self,
@@ -65,8 +72,12 @@ class ServerClient:
         device_id: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
+        fallback_urls: Sequence[str] = (),
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        urls = [u.rstrip("/") for u in (api_url, *fallback_urls)]
+        #: Every API base URL this device may use, in the order given (duplicates dropped).
+        self.api_urls = list(dict.fromkeys(urls))
+        self._current = 0
         self.key = key
         # A device keeps the id of its first key across key rotations.
         self.device_id = device_id or key.public.device_id
@@ -74,6 +85,11 @@ class ServerClient:
         self._session = session
         self._own_session = session is None
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @property
+    def api_url(self) -> str:
+        """The API base URL requests go to now (the last one that answered)."""
+        return self.api_urls[self._current]
 
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -107,10 +123,28 @@ class ServerClient:
         return Reply(status, data)
 
     async def signed(self, method: str, path: str, body: bytes = b"") -> Reply:
-        """A request signed with the device key (path is path plus query, as signed)."""
-        headers = sign_request(self.key, method, path, body, self.clock.now_ms(), device_id=self.device_id)
-        headers["Content-Type"] = "application/json"
-        return await self.send(method, self.api_url + path, body, headers)
+        """A request signed with the device key (path is path plus query, as signed).
+
+        Tried on each known API URL in turn, from the current one, until one answers; raises the
+        last :class:`Unreachable` when none does (the uploader's backoff then takes over).
+        """
+        failure: Unreachable | None = None
+        for _ in self.api_urls:
+            # Signed anew for every attempt: the nonce of the first may be recorded (the database is shared).
+            headers = sign_request(self.key, method, path, body, self.clock.now_ms(), device_id=self.device_id)
+            headers["Content-Type"] = "application/json"
+            base = self.api_url
+            try:
+                return await self.send(method, base + path, body, headers)
+            except Unreachable as exc:
+                failure = exc
+                # Only the first of several requests failing on one URL moves on: the others follow it
+                # rather than each moving one further (two concurrent uploads would swap back).
+                if len(self.api_urls) > 1 and self.api_url == base:
+                    self._current = (self._current + 1) % len(self.api_urls)
+                    log.warning("server %s unreachable (%s); switching to %s", base, exc.message, self.api_url)
+        assert failure is not None
+        raise failure
 
     # -- enrollment ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import logging
 import os
 import secrets
 import socket as socketlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -225,12 +225,17 @@ class DeviceAgent:
                  cert.issuer_key_id)
         return answer
 
-    async def connect(self, *, mqtt: bool = True, api_url: str | None = None) -> None:
-        """Start delivering to the server: uploader, and the MQTT link and status reports when configured."""
+    async def connect(self, *, mqtt: bool = True, api_url: str | None = None,
+                      fallback_urls: Sequence[str] = ()) -> None:
+        """Start delivering to the server: uploader, and the MQTT link and status reports when configured.
+
+        ``api_url`` (default: the enrollment answer's) is tried first; ``fallback_urls`` are other
+        processes of the same server, used in turn while the current one cannot be reached.
+        """
         if self.answer is None:
             raise AgentError("this device is not enrolled: run with --enroll-token TOKEN from your device admin")
         self.client = ServerClient(api_url or self.answer.api_url, self.key, self.clock, device_id=self.device_id,
-                                   session=self.session)
+                                   session=self.session, fallback_urls=fallback_urls)
         self.uploader = Uploader(self.buffer, self.client, self.server_keys, self.clock,
                                  concurrency=self.upload_concurrency, bandwidth_bps=self.state.bandwidth_bps)
         self._tasks.append(asyncio.create_task(self.uploader.run(), name="uploader"))

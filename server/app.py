@@ -63,6 +63,9 @@ REPLICATION = web.AppKey("replication", ReplicationService)
 #: Seconds between background duties.
 NONCE_PRUNE_S = 60.0
 KEY_REFRESH_S = 30.0
+#: A verified chunk still not decoded this long after its receipt was queued in a process that died
+#: (several processes share the database) or whose decode did not run: the sweep queues it again.
+DECODE_ORPHAN_S = 60.0
 
 
 def make_store(config: ServerConfig, datadir: DataDir, clock: Clock) -> FootageStore:
@@ -189,6 +192,9 @@ async def _startup(app: web.Application) -> None:
         queue.put_nowait(pending)
     for i in range(s.config.ingest.decode_workers):
         tasks.append(asyncio.create_task(_decode_worker(s, queue), name=f"decode-{i}"))
+    if s.config.ingest.decode_after_receipt:
+        tasks.append(asyncio.create_task(_every(s.clock, DECODE_ORPHAN_S, lambda: _decode_sweep(s, queue)),
+                                         name="decode-sweep"))
     await app[MQTT].start()
 
 
@@ -242,6 +248,21 @@ async def _decode_worker(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> 
         finally:
             for _ in batch:
                 queue.task_done()
+
+
+async def _decode_sweep(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> int:
+    """Queue the decodes orphaned by another process (or a failed run); return how many."""
+    if not queue.empty():
+        # Its own backlog first: what is queued here may be older than the cutoff and would be
+        # queued twice. Any process with nothing queued does the sweep.
+        return 0
+    cutoff = s.clock.now_ms() - int(DECODE_ORPHAN_S * 1000)
+    orphans = await s.ingest.pending_decodes(limit=1000, verified_before_ms=cutoff)
+    for pending in orphans:
+        queue.put_nowait(pending)
+    if orphans:
+        log.info("queued %d first-keyframe decodes left undone (by a process that stopped?)", len(orphans))
+    return len(orphans)
 
 
 def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

@@ -61,13 +61,17 @@ class SimulatedDevice:
         """The device id (from its key)."""
         return self.agent.device_id
 
-    async def open(self, enroll_token: str | None = None, *, mqtt: bool = True) -> None:
-        """Recover the buffer, enroll if needed, and connect."""
+    async def open(self, enroll_token: str | None = None, *, mqtt: bool = True, servers: Sequence[str] = ()) -> None:
+        """Recover the buffer, enroll if needed, and connect.
+
+        ``servers``: API URLs of the server's processes in the order the device tries them
+        (default: the one from enrollment).
+        """
         await self.agent.open()
         if enroll_token and not self.agent.enrolled:
             await self.agent.enroll(enroll_token)
         if self.agent.enrolled:
-            await self.agent.connect(mqtt=mqtt)
+            await self.agent.connect(mqtt=mqtt, api_url=servers[0] if servers else None, fallback_urls=servers[1:])
 
     async def record(self, seconds: float, *, reason: str = "simulated") -> str:
         """Record ``seconds`` of footage (simulated or real time, as the clock goes)."""

@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
+#: TCP keepalives of PostgreSQL's side of each connection. Several server processes share one
+#: database, and a transaction's row locks (the transparency log's sequencer among them) are held
+#: until PostgreSQL learns that its client is gone: at once when a process dies on a running
+#: machine (its sockets close), but after the operating system's default of two hours when the
+#: machine itself dies or drops off the network, with every other process's ingest waiting behind
+#: the sequencer. With these, a vanished client is noticed within about 25 s.
+PG_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+
 
 def database_url(url: str | None, sqlite_path: Path, password: str | None = None) -> URL:
     """The URL to connect to: the configured one (with its password), or the data dir's SQLite file."""
@@ -91,7 +99,8 @@ class Database:
             # disconnect handling): that one request fails with a 5xx, which devices retry, and
             # the next checkouts connect afresh. Idle connections are recycled before servers or
             # proxies drop them.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                          connect_args={"server_settings": PG_KEEPALIVES})
         if url.get_backend_name() != "sqlite":
             return cls(create_async_engine(url, **kwargs))
         path = url.database or ":memory:"

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
@@ -84,6 +85,8 @@ class LogService:
         self.config = config
         self._origin: str | None = config.origin
         self._publishers: list[Publisher] = []
+        self._publish_lock = asyncio.Lock()
+        self._published_size = 0  # the largest checkpoint this process handed to its publishers
 
     # -- start-up and identity ------------------------------------------------------------------
 
@@ -203,24 +206,52 @@ class LogService:
         return await self.make_checkpoint()
 
     async def make_checkpoint(self) -> bytes | None:
-        """Sign and store a checkpoint of the current tree if it is larger than the last; publish it."""
+        """Sign and store a checkpoint of the current tree if it is larger than the last (None if not); publish
+        the newest checkpoint.
+
+        Several processes run this round on one database: under the sequencer lock (taken last in
+        appends, first here, so no deadlock) the latest checkpoint and the tree size are read as
+        they are, and checkpoints are made one at a time in growing size. Without it two
+        processes signed the same size at once and one failed on the primary key (an export
+        calling this then failed too), or a smaller one was stored after a larger.
+        """
+        note = None
         async with self.db.write() as conn:
-            size = await tree.current_size(conn)
+            size = await tree.locked_size(conn)
             last = (await conn.execute(sa.select(sa.func.max(log_checkpoints.c.size)))).scalar_one_or_none()
-            if size == 0 or (last is not None and size <= last):
-                return None
-            root = await tree.tree_root(conn, size)
-            key = self.keyring.current
-            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)
-            await conn.execute(log_checkpoints.insert().values(size=size, root=root, note=note.text(),
-                                                               key_id=key.key_id, created_ms=self.clock.now_ms()))
-        text = note.text().encode("utf-8")
-        for publish in list(self._publishers):
-            try:
-                await publish(text)
-            except Exception:  # a broker being down must not stop checkpoints
-                log.exception("publishing checkpoint %d failed", size)
-        return text
+            if size > 0 and (last is None or size > last):
+                root = await tree.tree_root(conn, size)
+                key = self.keyring.current
+                note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)
+                await conn.execute(log_checkpoints.insert().values(
+                    size=size, root=root, note=note.text(), key_id=key.key_id, created_ms=self.clock.now_ms()))
+        await self._publish_newest()
+        return note.text().encode("utf-8") if note is not None else None
+
+    async def _publish_newest(self) -> None:
+        """Hand the newest stored checkpoint to the publishers, one publication at a time.
+
+        Publishing follows the commit, outside the sequencer lock, so another process may have
+        stored a larger checkpoint meanwhile; publishing the one made here after that one would set
+        the retained checkpoint topic back. So every publication, in every process, runs under one
+        lock (PostgreSQL advisory lock; this process's own asyncio lock) and publishes the newest
+        checkpoint there is then: what goes out only grows, and a checkpoint whose process died
+        between its commit and its publication is published by the next round anywhere.
+        """
+        async with self._publish_lock, self.db.read() as conn:
+            if not self.db.is_sqlite:
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7262165)"))
+            row = (await conn.execute(sa.select(log_checkpoints.c.size, log_checkpoints.c.note).order_by(
+                log_checkpoints.c.size.desc()).limit(1))).first()
+            if row is None or row.size <= self._published_size:
+                return
+            text = row.note.encode("utf-8")
+            for publish in list(self._publishers):
+                try:
+                    await publish(text)
+                except Exception:  # a broker being down must not stop checkpoints
+                    log.exception("publishing checkpoint %d failed", row.size)
+            self._published_size = int(row.size)
 
     async def checkpoint(self, size: int | None = None) -> bytes:
         """A stored checkpoint (default: the latest) with every accepted cosignature attached."""

@@ -93,6 +93,7 @@ _DEVICE_AND_KEY = (
 )
 _ENTRY = sa.select(entries).where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 _ENTRY_LOCKED = _ENTRY.with_for_update()
+_DEVICE_LOCKED = sa.select(devices.c.id).where(devices.c.id == _b("b_device")).with_for_update()
 #: An entry with its signing key, and the entry before it (for the chain link): one trip.
 _ENTRY_KEY_BEFORE = (
     sa.select(entries, device_keys.c.alg, device_keys.c.public_key)
@@ -596,6 +597,11 @@ class IngestService:
             verification.append({"media": media_json})
         where = {"b_device": row.device_id, "b_seq": row.seq}
         async with self.db.write() as conn:
+            # Locks in announce's order (device, then entry, then the log's sequencer): the receipt
+            # below updates the device row after the log append, and taking it only then deadlocked
+            # with an event announced for the same device (which holds the device and waits for the
+            # sequencer), stalling the whole log until PostgreSQL broke the tie.
+            await conn.execute(_DEVICE_LOCKED, where)
             current = (await conn.execute(_ENTRY_LOCKED, where)).one()
             if current.state == ChunkState.VERIFIED:  # another request won the race: same receipt
                 return self._result(current, created=False)
@@ -711,12 +717,16 @@ class IngestService:
                                        device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
         return outcomes
 
-    async def pending_decodes(self, limit: int = 10_000) -> list[tuple[str, int]]:
-        """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these)."""
+    async def pending_decodes(self, limit: int = 10_000, verified_before_ms: int | None = None
+                              ) -> list[tuple[str, int]]:
+        """Verified chunks not decoded yet (after a restart, the queue is rebuilt from these); with
+        ``verified_before_ms``, only those verified before then (another process's lost queue)."""
+        stmt = sa.select(entries.c.device_id, entries.c.seq).where(
+            entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None))
+        if verified_before_ms is not None:
+            stmt = stmt.where(entries.c.verified_ms < verified_before_ms)
         async with self.db.read() as conn:
-            rows = (await conn.execute(sa.select(entries.c.device_id, entries.c.seq).where(
-                entries.c.kind == CHUNK, entries.c.state == ChunkState.VERIFIED.value, entries.c.decode.is_(None)
-            ).limit(limit))).all()
+            rows = (await conn.execute(stmt.limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
 
 

@@ -116,10 +116,17 @@ class Scrubber:
         return await self.run_once(self.config.rate_bytes_per_s * self.config.interval_s)
 
     async def run_once(self, budget_bytes: int) -> ScrubReport:
-        """Check the next chunks after the cursor within ``budget_bytes``."""
+        """Check the next chunks after the cursor within ``budget_bytes``.
+
+        The round's chunks are claimed first: the cursor moves past them, under its row lock,
+        before a byte is read. Processes sharing the database therefore check different chunks
+        (reading the same ones twice doubled the reads and the decoding, and the configured rate
+        with them); a process that dies mid-round leaves its claim for the next pass.
+        """
         report = ScrubReport()
-        async with self.db.read() as conn:
-            cursor = (await conn.execute(sa.select(scrub_state).where(scrub_state.c.id == 1))).one()
+        async with self.db.write() as conn:
+            cursor = (await conn.execute(self.db.lock_device(sa.select(scrub_state).where(scrub_state.c.id == 1))
+                      )).one()
             stmt = sa.select(entries.c.device_id, entries.c.seq, entries.c.size).where(
                 entries.c.kind == "chunk", entries.c.state == ChunkState.VERIFIED.value,
                 # Footage the expiry job removed is gone by design, not missing (server/services/expiry.py).
@@ -128,22 +135,22 @@ class Scrubber:
             if cursor.device_id is not None:
                 stmt = stmt.where(sa.tuple_(entries.c.device_id, entries.c.seq) > (cursor.device_id, cursor.seq))
             rows = (await conn.execute(stmt.order_by(entries.c.device_id, entries.c.seq).limit(500))).all()
-        plan = plan_round([Candidate(r.device_id, r.seq, int(r.size or 0)) for r in rows], budget_bytes)
-        for c in plan:
-            result = await self.check(c.device_id, c.seq)
-            report.results[f"{c.device_id}/{c.seq}"] = result
-            report.checked += 1
-            report.bytes += c.size
-        last = plan[-1] if plan else None
-        report.wrapped = last is None or (len(rows) == len(plan) and len(rows) < 500)
-        async with self.db.write() as conn:
-            values: dict[str, Any] = {"bytes_checked": scrub_state.c.bytes_checked + report.bytes,
+            plan = plan_round([Candidate(r.device_id, r.seq, int(r.size or 0)) for r in rows], budget_bytes)
+            last = plan[-1] if plan else None
+            report.wrapped = last is None or (len(rows) == len(plan) and len(rows) < 500)
+            planned = sum(c.size for c in plan)
+            values: dict[str, Any] = {"bytes_checked": scrub_state.c.bytes_checked + planned,
                                       "updated_ms": self.clock.now_ms()}
             if report.wrapped:  # the end of a pass: start again from the first chunk
                 values.update(device_id=None, seq=None, passes=scrub_state.c.passes + 1)
             elif last is not None:
                 values.update(device_id=last.device_id, seq=last.seq)
             await conn.execute(scrub_state.update().where(scrub_state.c.id == 1).values(**values))
+        for c in plan:
+            result = await self.check(c.device_id, c.seq)
+            report.results[f"{c.device_id}/{c.seq}"] = result
+            report.checked += 1
+            report.bytes += c.size
         return report
 
     async def check(self, device_id: str, seq: int) -> str:

@@ -112,7 +112,8 @@ def test_the_units_command_and_the_walkthroughs_parse_with_the_real_cli(unit: co
     enroll = re.search(r"/opt/custody/venv/bin/custody (agent run [^`]*?--enroll-token TOKEN)", command)
     assert enroll, "the walkthrough's enrollment command is gone"
     args = parser.parse_args(shlex.split(enroll[1]))
-    assert (args.server, args.enroll_token) == ("https://custody.example.org", "TOKEN")
+    # --server may be repeated (other processes of the same server): the URLs, in the order given.
+    assert (args.server, args.enroll_token) == (["https://custody.example.org"], "TOKEN")
 
 
 def test_every_admin_command_in_the_walkthrough_parses_with_the_real_cli() -> None:

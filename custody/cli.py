@@ -71,6 +71,9 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     """Log to stderr: warnings with -q, info by default, debug with -vv."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Alembic announces each of its plugins at INFO whenever its autogenerate package is imported:
+    # a screenful of noise before a command's own output, and nothing an operator acts on.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(level, logging.WARNING))
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str:

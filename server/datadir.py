@@ -110,7 +110,8 @@ class DataDir:
         try:
             info = json.loads(self.server_info.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"no server is running on {self.root} ({self.server_info.name} is missing)") from None
+            raise ConfigError(f"no server is running on {self.root} ({self.server_info.name} is missing); "
+                              f"start one with: custody server --data-dir {self.root}") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {self.server_info}: {exc}") from None
         if not isinstance(info, dict) or not isinstance(info.get("url"), str):

@@ -55,7 +55,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     admin_token = server.services.datadir.admin_token.read_text().strip()
     try:
         say(f"dashboard: {server.url}/ui/   sign-in token: {admin_token}")
-        say(f"data:   {data_dir}   (inspect later: custody admin --data-dir {data_dir / 'server'} findings)")
+        say(f"data:   {data_dir}   (inspect later: start `custody server --data-dir {data_dir / 'server'}`, "
+            f"then `custody audit --data-dir {data_dir / 'server'}`)")
         say(f"day:    {scenario.name}, {len(scenario.devices)} devices, {len(scenario.timeline)} events, "
             f"{clock.speed:g}x real time")
         runner = ScenarioRunner(scenario, data_dir / "devices", server.url, admin_token, clock=clock, mqtt=True)

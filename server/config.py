@@ -210,6 +210,8 @@ class ScrubConfig:
     rate_bytes_per_s: int = opt(4 << 20, "footage re-read per second, on average", lo=1024, hi=10 << 30)
     interval_s: int = opt(10, "seconds between scrub rounds (each reads rate x interval bytes)", lo=1, hi=3600)
     decode: bool = opt(True, "decode every frame (PyAV), not just hash the bytes")
+    cpu_percent: int = opt(10, "most of one core the scrubber's hashing and decoding take, on average: a round "
+                           "that used more is followed by a longer pause", lo=1, hi=100)
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,7 +238,7 @@ class LogService:
         checkpoint there is then: what goes out only grows, and a checkpoint whose process died
         between its commit and its publication is published by the next round anywhere.
         """
-        async with self._publish_lock, self.db.read() as conn:
+        async with self._publish_lock, self.db.read(locking=True) as conn:
             if not self.db.is_sqlite:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7262165)"))
             row = (await conn.execute(sa.select(log_checkpoints.c.size, log_checkpoints.c.note).order_by(

@@ -9,7 +9,9 @@ process) continue where the last round stopped, and a pass that reaches the end 
 
 How much a round reads is a pure decision (:func:`plan_round`), tested without I/O: the rate
 (bytes per second) times the interval, at least one chunk so that a chunk larger than a round's
-budget is still checked.
+budget is still checked. Bytes are not CPU: decoding every frame costs tens of milliseconds per
+megabyte, so a round that took more than ``cpu_percent`` of a core over its interval is followed by
+a pause that brings the average back to it (:func:`pause_after`): ingest shares that core.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -39,6 +42,7 @@ from server.storage.base import FootageStore
 from server.storage.grant import AccessGrant
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OK, MISMATCH, MISSING, UNDECODABLE = "ok", "mismatch", "missing", "decode_failed"
 
@@ -62,6 +66,11 @@ def plan_round(candidates: Sequence[Candidate], budget_bytes: int) -> list[Candi
         chosen.append(c)
         spent += c.size
     return chosen
+
+
+def pause_after(cpu_s: float, interval_s: float, cpu_percent: int) -> float:
+    """Seconds to wait after a round that used ``cpu_s`` of CPU, beyond its interval, to average ``cpu_percent``."""
+    return max(0.0, cpu_s * 100 / cpu_percent - interval_s)
 
 
 def decode_all_frames(data: bytes) -> int:
@@ -90,6 +99,7 @@ class ScrubReport:
     bytes: int = 0
     wrapped: bool = False
     results: dict[str, str] = field(default_factory=dict)  # "device/seq" -> result
+    cpu_s: float = 0.0  # CPU time of the hashing and decoding (worker threads)
 
 
 class Scrubber:
@@ -103,6 +113,7 @@ class Scrubber:
         self.config = config
         self.access = access
         self._grant: AccessGrant | None = None
+        self._cpu_s = 0.0  # hashing and decoding so far (worker-thread CPU time)
 
     async def start(self) -> None:
         """Record this process's integrity grant and make sure the cursor row exists."""
@@ -112,8 +123,12 @@ class Scrubber:
                                                     "bytes_checked": 0, "updated_ms": self.clock.now_ms()}, ["id"])
 
     async def round(self) -> ScrubReport:
-        """One round of the periodic duty: rate x interval bytes."""
-        return await self.run_once(self.config.rate_bytes_per_s * self.config.interval_s)
+        """One round of the periodic duty: rate x interval bytes, then a pause if it took too much CPU."""
+        report = await self.run_once(self.config.rate_bytes_per_s * self.config.interval_s)
+        pause = pause_after(report.cpu_s, self.config.interval_s, self.config.cpu_percent)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        return report
 
     async def run_once(self, budget_bytes: int) -> ScrubReport:
         """Check the next chunks after the cursor within ``budget_bytes``.
@@ -124,6 +139,7 @@ class Scrubber:
         with them); a process that dies mid-round leaves its claim for the next pass.
         """
         report = ScrubReport()
+        cpu_before = self._cpu_s
         async with self.db.write() as conn:
             cursor = (await conn.execute(self.db.lock_device(sa.select(scrub_state).where(scrub_state.c.id == 1))
                       )).one()
@@ -151,6 +167,7 @@ class Scrubber:
             report.results[f"{c.device_id}/{c.seq}"] = result
             report.checked += 1
             report.bytes += c.size
+        report.cpu_s = self._cpu_s - cpu_before
         return report
 
     async def check(self, device_id: str, seq: int) -> str:
@@ -167,18 +184,27 @@ class Scrubber:
         if stored is None:
             result, detail = MISSING, f"no object under {row.object_key}"
         else:
-            actual = await asyncio.to_thread(lambda: hashlib.sha256(stored.data).hexdigest())
-            if actual != expected or len(stored.data) != row.size:
+            data = stored.data
+            actual = await asyncio.to_thread(self._timed, lambda: hashlib.sha256(data).hexdigest())
+            if actual != expected or len(data) != row.size:
                 result = MISMATCH
-                detail = f"stored bytes ({len(stored.data)} bytes) hash to {actual}; the receipt says {expected}"
+                detail = f"stored bytes ({len(data)} bytes) hash to {actual}; the receipt says {expected}"
             elif self.config.decode:
                 try:
-                    await asyncio.to_thread(decode_all_frames, stored.data)
+                    await asyncio.to_thread(self._timed, lambda: decode_all_frames(data))
                 except ValueError as exc:
                     result, detail = UNDECODABLE, str(exc)
         if result != OK:
             await self._finding(device_id, seq, result, detail, row.object_key, expected, actual)
         return result
+
+    def _timed(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (in a worker thread) and add the thread's CPU time to the scrubber's."""
+        start = time.thread_time()
+        try:
+            return work()
+        finally:
+            self._cpu_s += time.thread_time() - start
 
     async def _finding(self, device_id: str, seq: int, result: str, detail: str, key: str, expected: str | None,
                        actual: str | None) -> None:

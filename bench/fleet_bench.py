@@ -254,8 +254,10 @@ def _pinned(core: int | None) -> Callable[[], None]:
 class ServerProcess:
     """``custody server`` (this checkout's code) in a process of its own, optionally pinned to one core."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], core: int | None, timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], core: int | None) -> None:
+        """Start it; :meth:`wait_ready` waits until it listens."""
         self.workdir = workdir
+        self.data_dir = Path(config["data_dir"])
         self.log_path = workdir / "server.log"
         config_path = workdir / "server-config.json"  # JSON is YAML: `custody server --config` reads it
         config_path.write_text(json.dumps(config, indent=1))
@@ -269,18 +271,20 @@ class ServerProcess:
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_pinned(core),
             )
+
+    def wait_ready(self, timeout: float = 60.0) -> tuple[str, str]:
+        """Wait until it listens; its URL and the admin token it created."""
         deadline = time.monotonic() + timeout
         marker = "custody server listening on "
         while True:
             text = self.log_path.read_text(errors="replace")
             if marker in text:
-                self.url = text.split(marker, 1)[1].split()[0]
-                break
+                url = text.split(marker, 1)[1].split()[0]
+                return url, (self.data_dir / "admin-token").read_text().strip()
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise ServiceStartError(f"custody server did not start:\n{log_tail(self.log_path)}")
             time.sleep(0.1)
-        self.admin_token = (Path(config["data_dir"]) / "admin-token").read_text().strip()
 
     @property
     def pid(self) -> int:
@@ -307,8 +311,6 @@ class FleetPlan:
 
     root: Path
     devices: int
-    server_url: str
-    admin_token: str
     step_seconds: float
     drain_seconds: float
     chunk_seconds: int = 5
@@ -401,15 +403,17 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
         conn.send(("phase", name))
 
     began = time.monotonic()
+    # Encoded while the server starts; then the parent says where the server is.
     chunks = templates(plan.width, plan.height, plan.video_bitrate, plan.chunk_seconds, 3, plan.noise)
+    server_url, admin_token = await asyncio.to_thread(conn.recv)
     fleet = Fleet(plan.root / "devices", SystemClock(), plan.devices, replay_chunks=chunks,
                   http_connections=plan.http_connections)
     try:
-        admin = {"Authorization": f"Bearer {plan.admin_token}"}
+        admin = {"Authorization": f"Bearer {admin_token}"}
         sem = asyncio.Semaphore(16)
 
         async def token() -> str:
-            async with sem, fleet.session.post(plan.server_url + "/api/v1/enrollment-tokens", json={},
+            async with sem, fleet.session.post(server_url + "/api/v1/enrollment-tokens", json={},
                                                headers=admin) as r:
                 r.raise_for_status()
                 return str((await r.json())["token"])
@@ -514,9 +518,9 @@ class FleetProcess:
         assert self.proc.pid is not None
         return self.proc.pid
 
-    def go(self) -> None:
-        """Tell the fleet, waiting after "ready", to start recording."""
-        self._conn.send("go")
+    def send(self, message: object) -> None:
+        """Tell the fleet something it waits for: the server's URL and token, then the go after "ready"."""
+        self._conn.send(message)
 
     def next_message(self, timeout: float) -> tuple[str, Any]:
         """The next (kind, value) from the fleet; raise if it died or said nothing for ``timeout`` s."""
@@ -526,7 +530,11 @@ class FleetProcess:
                 raise RuntimeError(f"the fleet process exited with code {self.proc.exitcode}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the fleet process said nothing for {timeout:.0f} s")
-        kind, value = self._conn.recv()
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise RuntimeError(f"the fleet process died (exit code {self.proc.exitcode})") from None
         if kind == "error":
             raise RuntimeError(f"the fleet process failed: {value}")
         return kind, value
@@ -691,8 +699,10 @@ def settle(pid: int, limit: float) -> float:
     Connecting a large fleet leaves the server a backlog (each device's first status and availability),
     worked off at full speed. Settled: three 1-second readings within 5 % of a core of each other, and
     either well below the peak seen (the backlog is gone) or low from the start. After ``limit``
-    seconds it gives up and returns more than ``limit``.
+    seconds it gives up and returns more than ``limit``; a ``limit`` of 0 does not wait.
     """
+    if limit <= 0:
+        return 0.0
     began = time.monotonic()
     last = cpu_seconds(pid)
     rates: list[float] = []
@@ -835,13 +845,13 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
     profiled = args.profile == n
     try:
         fleet_root = Path(args.fleet_dir) / work.name if args.fleet_dir else work / "fleet"
-        plan = FleetPlan(root=fleet_root, devices=n, server_url=server.url, admin_token=server.admin_token,
-                         step_seconds=args.step_seconds, drain_seconds=args.drain_seconds,
+        plan = FleetPlan(root=fleet_root, devices=n, step_seconds=args.step_seconds, drain_seconds=args.drain_seconds,
                          chunk_seconds=args.chunk_seconds, width=args.width, height=args.height,
                          video_bitrate=args.video_bitrate, noise=args.noise, core=args.fleet_core,
                          http_connections=args.http_connections,
                          cprofile=out / f"fleet-{n}.pstats" if profiled and args.profile_fleet == "cpu" else None)
-        fleet = FleetProcess(plan)
+        fleet = FleetProcess(plan)  # starts up (imports, templates) while the server does
+        fleet.send(server.wait_ready())
         pg_pid, mq_pid = services.pg.pid, services.broker.pid
         assert pg_pid is not None and mq_pid is not None
 
@@ -871,7 +881,7 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                     samples["idle-start"] = sample()
                     time.sleep(args.idle_seconds)
                     samples["idle-end"] = sample()
-                    fleet.go()
+                    fleet.send("go")
                 if value == "recording" and profiled:
                     spy = PySpy(server_pid, out / f"server-{n}.raw.txt", args.step_seconds, rate=args.profile_rate,
                                 gil=args.profile_gil, nonblocking=args.profile_nonblocking)

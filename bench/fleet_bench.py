@@ -594,6 +594,10 @@ _WAITING = ("_worker (concurrent/futures/thread.py", "EpollSelector.select (", "
             "Thread._wait_for_tstate_lock (", "Queue.get (queue.py", "SimpleQueue.get (")
 
 
+#: Where this project's code lives (py-spy names files relative to their sys.path entry).
+_OURS = ("server/", "protocol/", "agent/", "custody/", "simulators/")
+
+
 @dataclass
 class Profile:
     """py-spy samples summarised by function."""
@@ -645,6 +649,9 @@ class Profile:
         lines += ["", f"top {top} by inclusive samples (the function was on the stack; event-loop and thread "
                       "plumbing left out):"]
         lines += [f"  {pct_(n)}  {frame}" for frame, n in self.inclusive.most_common(top)]
+        ours = Counter({f: n for f, n in self.inclusive.items() if f.split(" (", 1)[-1].startswith(_OURS)})
+        lines += ["", f"top {top} of this project's functions by inclusive samples:"]
+        lines += [f"  {pct_(n)}  {frame}" for frame, n in ours.most_common(top)]
         return "\n".join(lines)
 
 
@@ -1066,12 +1073,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--profile-nonblocking", action="store_true",
                    help="never pause the process (py-spy --nonblocking; idle threads then count as busy)")
     g.add_argument("--profile-top", type=int, default=15, help="functions listed (default 15)")
+    g.add_argument("--summarize", type=Path, metavar="RAW",
+                   help="only print the summary of a raw profile this bench wrote earlier, and exit")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ramp; print each step and the verdict."""
     args = build_parser().parse_args(argv)
+    if args.summarize is not None:
+        print(Profile.parse(args.summarize.read_text()).summary(args.profile_top))
+        return 0
     args.server_core = None if args.server_core < 0 else args.server_core
     args.fleet_core = None if args.fleet_core < 0 else args.fleet_core
     args.services_core = None if args.services_core < 0 else args.services_core

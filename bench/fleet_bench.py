@@ -728,6 +728,33 @@ def settle(pid: int, limit: float) -> float:
 # -- one step ------------------------------------------------------------------------------------
 
 
+def _mem_available() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (0 if unreadable)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def fleet_dir(args: argparse.Namespace, n: int, work: Path) -> Path:
+    """Where a step's device buffers go: ``--fleet-dir``, or with ``auto`` memory when it has room.
+
+    Real devices write to their own flash, not to the server's disk: buffers on the work disk would
+    make the fleet's 1 Mbit/s per device of writes and fsyncs compete with the server's footage
+    store, which a deployment never sees. /dev/shm is used when it and the machine's available
+    memory hold every chunk of the step (what a fleet that is not receipted at all would keep) with
+    room to spare; otherwise the work directory.
+    """
+    if args.fleet_dir != "auto":
+        return Path(args.fleet_dir) / work.name if args.fleet_dir else work / "fleet"
+    shm = Path("/dev/shm")
+    need = n * (args.step_seconds / args.chunk_seconds + 2) * 700_000 + (4 << 30)
+    if shm.is_dir() and os.access(shm, os.W_OK) and min(shutil.disk_usage(shm).free, _mem_available()) > need:
+        return shm / f"custody-fleet-{os.getpid()}-{work.name}"
+    return work / "fleet"
+
+
 def server_log_errors(path: Path) -> tuple[int, str]:
     """How many ERROR/CRITICAL records the server logged, and the first one's line."""
     count, first = 0, ""
@@ -780,6 +807,7 @@ class StepResult:
     refused: int
     mqtt_reconnects: int
     errors: list[str]
+    fleet_root: str = ""
     profiled: bool = False
     fleet_saturated: bool = False
     sustained: bool = False
@@ -825,6 +853,7 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
     work = Path(args.work_dir) / f"step-{index:02d}-{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    fleet_root = fleet_dir(args, n, work)
     db = f"fleet_bench_{index}"
     services.pg.drop_database(db)
     url = services.pg.create_database(db)
@@ -851,7 +880,6 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
     standin: StandInProcess | None = None
     profiled = args.profile == n
     try:
-        fleet_root = Path(args.fleet_dir) / work.name if args.fleet_dir else work / "fleet"
         plan = FleetPlan(root=fleet_root, devices=n, step_seconds=args.step_seconds, drain_seconds=args.drain_seconds,
                          chunk_seconds=args.chunk_seconds, width=args.width, height=args.height,
                          video_bitrate=args.video_bitrate, noise=args.noise, core=args.fleet_core,
@@ -927,6 +955,7 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                                for k, v in sorted(report.requests_ms.items()) if v),
             chunk_bytes=report.chunk_bytes, retries=report.retries, refused=report.refused,
             mqtt_reconnects=report.mqtt_connects - n, errors=report.last_errors, profiled=profiled,
+            fleet_root=str(fleet_root),
         )
         # A fleet that cannot keep up shows as a saturated core, or as chunks closing late or not at all.
         step.fleet_saturated = (step.fleet_core > args.fleet_limit or step.closed < step.expected
@@ -970,14 +999,12 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
             standin.stop()
         server.stop()
         # The logs stay for the post-mortem (a few MB at most); the footage goes.
-        fleet_log = (Path(args.fleet_dir) / work.name if args.fleet_dir else work / "fleet") / "fleet.log"
-        for src, name in ((work / "server.log", "server.log"), (fleet_log, "fleet.log")):
+        for src, name in ((work / "server.log", "server.log"), (fleet_root / "fleet.log", "fleet.log")):
             with contextlib.suppress(OSError):
                 shutil.copy(src, out / f"step-{n}-{name}")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-            if args.fleet_dir:
-                shutil.rmtree(Path(args.fleet_dir) / work.name, ignore_errors=True)
+            shutil.rmtree(fleet_root, ignore_errors=True)
         services.pg.drop_database(db)
 
 
@@ -1058,9 +1085,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "receipts, no checks, no database) replaces the server on its core, so the steps show "
                         "whether the fleet itself keeps up; server figures are then the stand-in's")
     g.add_argument("--work-dir", help="where steps write (default: a temp dir; wiped after each step)")
-    g.add_argument("--fleet-dir", help="where the devices' buffers go instead (e.g. /dev/shm: in memory, so "
-                                       "the fleet's own disk writes and fsyncs cost less; its footage is held "
-                                       "there until receipted)")
+    g.add_argument("--fleet-dir", default="auto",
+                   help="where the devices' buffers go (default auto: /dev/shm when memory holds a whole step's "
+                        "footage, so the fleet's writes and fsyncs do not compete with the server's store on the "
+                        "same disk, as real devices' flash would not; else the work dir; '' for the work dir)")
     g.add_argument("--out", help="where results and profiles go (default: a new temp dir, kept)")
     g.add_argument("--keep", action="store_true", help="keep each step's data (disk fills fast)")
     g = p.add_argument_group("profiling (py-spy)")
@@ -1123,6 +1151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{need / 1e9:.1f} GB and {args.min_free_gb:.0f} GB must stay free", flush=True)
                 break
             step = run_step(n, index, args, services, out)
+            step.notes.append("device buffers in memory (/dev/shm)" if step.fleet_root.startswith("/dev/shm")
+                              else f"device buffers on disk ({step.fleet_root})")
             results.append(step)
             print(f"{n:>5} devices: {step.closed:,} closed, {step.receipted:,} receipted "
                   f"(backlog {step.backlog_at_stop} at the last stop, drained in {step.drain_seconds:.1f} s); "

@@ -10,7 +10,7 @@ S3VENV  := .venv-s3
 S3STAMP := $(S3VENV)/.installed
 EXTRAS  ?= agent,server,dev
 
-.PHONY: demo test lint typecheck bench crash-test fault-test system-deps venv s3-venv clean help
+.PHONY: demo test lint typecheck bench fleet-bench crash-test fault-test system-deps venv s3-venv clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +55,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)  ## run the benchmarks (figures go to bench/RESULTS.md by hand)
 	$(BIN)/python bench/protocol_bench.py
+
+fleet-bench: $(STAMP) system-deps  ## issue 9's fleet ramp against one server core (about 15 min; FLEET_ARGS="--ramp 50,100 ...")
+	$(BIN)/python bench/fleet_bench.py $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) $(S3VENV) .pytest_cache .mypy_cache .ruff_cache

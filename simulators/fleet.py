@@ -97,12 +97,13 @@ class Fleet:
     """N simulated devices sharing one event loop and one HTTP connection pool."""
 
     def __init__(self, root: Path, clock: Clock, count: int, *, replay: bool = True,
-                 media: MediaConfig | None = None) -> None:
+                 media: MediaConfig | None = None, replay_chunks: Sequence[EncodedChunk] | None = None,
+                 http_connections: int = 256) -> None:
         self.root = root
         self.clock = clock
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=http_connections),
                                              timeout=aiohttp.ClientTimeout(total=60))
-        chunks = templates() if replay else None
+        chunks = (replay_chunks or templates()) if replay else None
         self.devices = [
             SimulatedDevice(DeviceSpec(f"dev-{i:04d}", replay, media or DeviceSpec("x").media), root, clock,
                             session=self.session, replay_chunks=chunks)

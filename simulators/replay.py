@@ -18,11 +18,14 @@ from dataclasses import replace
 from fractions import Fraction
 from functools import lru_cache
 
+import numpy as np
+
 from agent.media.chunk import EncodedChunk
 from agent.media.config import MediaConfig
 from agent.media.encoder import select_video_encoder
 from agent.media.pipeline import ChunkReady, MediaPipeline
 from agent.media.recorder import ChunkSink, RecorderState
+from agent.media.sources.base import RawVideoFrame
 from agent.media.sources.synthetic import SyntheticSource
 from agent.media.watermark import Watermark
 from custody.clock import Clock, FakeClock
@@ -36,8 +39,14 @@ def unique_copy(chunk: EncodedChunk, tag: bytes, start_ms: int) -> EncodedChunk:
 
 @lru_cache(maxsize=8)
 def templates(width: int = 640, height: int = 360, bitrate: int = 1_000_000, chunk_seconds: int = 5,
-              count: int = 3) -> tuple[EncodedChunk, ...]:
-    """A few real chunks of synthetic footage (encoded once per process and shared by the fleet)."""
+              count: int = 3, noise: int = 0) -> tuple[EncodedChunk, ...]:
+    """A few real chunks of synthetic footage (encoded once per process and shared by the fleet).
+
+    The synthetic pattern alone compresses to about half of ``bitrate``; ``noise`` adds that much
+    random sensor-like noise to every pixel (seeded, so the same every run), which makes the
+    encoder spend the whole bitrate as a camera's picture does (12 gives chunks of about
+    ``bitrate`` x ``chunk_seconds``).
+    """
     config = MediaConfig(width=width, height=height, chunk_seconds=chunk_seconds, pre_event_seconds=0,
                          video_bitrate=bitrate, x264_preset="ultrafast")
     src = SyntheticSource(FakeClock(), width=width, height=height, fps=config.fps)
@@ -48,9 +57,14 @@ def templates(width: int = 640, height: int = 360, bitrate: int = 1_000_000, chu
     out: list[EncodedChunk] = []
     frames = int(config.fps * chunk_seconds) * count
     start_ms = 1_767_225_600_000
+    rng = np.random.default_rng(7)
     events = []
     for n in range(frames):
-        events += pipeline.push(src.video_frame(n, start_ms))
+        frame = src.video_frame(n, start_ms)
+        if noise:
+            img = np.clip(frame.image.astype(np.int16) + rng.integers(-noise, noise + 1, frame.image.shape), 16, 235)
+            frame = RawVideoFrame(img.astype(np.uint8), frame.pts, frame.time_ms)
+        events += pipeline.push(frame)
         events += pipeline.push(src.audio_block(n, start_ms))
     events += pipeline.finish()
     pipeline.close()
@@ -75,6 +89,11 @@ class ReplayRecorder:
         self._in_sink = False
         self._counter = 0
         self._media_ms = 0
+        #: Chunks committed by the sink (closed on the device) since this recorder was made.
+        self.closed = 0
+        #: For each of them, how long after its scheduled close the commit returned (ms of the clock): a
+        #: fleet that cannot keep up commits late, which a camera would not.
+        self.commit_lag_ms: list[float] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.failure: BaseException | None = None
 
@@ -99,9 +118,14 @@ class ReplayRecorder:
 
     async def _run(self) -> None:
         try:
+            # Chunks close on a fixed schedule from the start, as a camera's do (its encoder runs on
+            # whatever the commit costs): sleeping a whole chunk length after each commit would let
+            # the commit time add up, and a fleet under load would quietly produce less footage.
+            due = self.clock.monotonic()
             while not self._stopping:
                 template = self.chunks[self._counter % len(self.chunks)]
-                await self.clock.sleep(template.duration_ms / 1000)
+                due += template.duration_ms / 1000
+                await self.clock.sleep(due - self.clock.monotonic())
                 if self._stopping:
                     break
                 tag = f"custody-replay {self.device_id} {self._counter}".encode()
@@ -111,6 +135,8 @@ class ReplayRecorder:
                     await self.sink(unique_copy(template, tag, self.clock.now_ms() - template.duration_ms))
                 finally:
                     self._in_sink = False
+                self.closed += 1
+                self.commit_lag_ms.append(max(0.0, self.clock.monotonic() - due) * 1000)
                 self._media_ms += template.duration_ms
                 self._wake()
         except asyncio.CancelledError:

@@ -84,6 +84,11 @@ class MosquittoBroker:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks read its CPU time from /proc)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def config_text(self) -> str:
         """The config file the broker runs with."""
         return "\n".join(

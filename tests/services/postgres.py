@@ -80,6 +80,16 @@ class PostgresServer:
         """SQLAlchemy asyncpg URL of the ``postgres`` database."""
         return self.async_url_for("postgres")
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while the cluster runs (benchmarks read CPU time from /proc)."""
+        if self.dir is None:
+            return None
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def dsn_for(self, database: str) -> str:
         """``postgresql://postgres@127.0.0.1:PORT/<database>``."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"

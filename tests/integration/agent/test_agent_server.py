@@ -96,3 +96,34 @@ async def test_restart_mid_upload_resumes_and_the_chain_continues(live_server: R
     assert len(entries) == held
     assert {e["state"] for e in entries} == {"verified"}
     await agent2.close()
+
+
+async def test_a_receipt_that_freed_its_entry_is_not_checked_again(
+    live_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each receipt comes twice (HTTP answer and MQTT): the second copy is recognised by its bytes."""
+    clock = FakeClock(time.time_ns() // 1_000_000, auto_advance=True)
+    agent = DeviceAgent(tmp_path / "device", clock, media=SMALL, source_seconds=60)
+    await agent.open()
+    try:
+        await agent.enroll(await enrollment_token(live_server))
+        await agent.connect(mqtt=False)
+        assert agent.uploader is not None and agent.client is not None
+        await agent.arm()
+        recorder = agent.recorder
+        assert recorder is not None
+        await agent.start_recording(reason="test")
+        await recorder.wait_media_ms(3_000)
+        await agent.stop_recording(reason="test")
+        assert await agent.uploader.drained()
+        head = agent.buffer.head_seq
+        assert head is not None
+        receipt = str((await agent.client.entry(head))["receipt"]).encode("ascii")
+
+        def checked_again(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a receipt already taken was parsed and verified again")
+
+        monkeypatch.setattr(agent.buffer, "accept_receipt", checked_again)
+        assert agent.uploader.accept(receipt) is None
+    finally:
+        await agent.close()

@@ -1,0 +1,38 @@
+"""bench/fleet_bench.py's step machinery with a tiny fleet, so the harness cannot rot unnoticed.
+
+One 2 s step of 3 devices with 1 s chunks against the real `custody server` process, PostgreSQL and
+Mosquitto: every chunk closes on schedule, is receipted, and each process's CPU is accounted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, run_step
+from tests.services.mosquitto import MosquittoFactory
+from tests.services.postgres import PostgresServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_tiny_step_closes_and_receipts_every_chunk(postgres: PostgresServer, mosquitto_factory: MosquittoFactory,
+                                                       tmp_path: Path) -> None:
+    broker = mosquitto_factory(BROKER_LIMITS)
+    args = build_parser().parse_args([
+        "--ramp", "3", "--step-seconds", "2", "--drain-seconds", "5", "--settle-seconds", "0",
+        "--idle-seconds", "0.2", "--chunk-seconds", "1", "--width", "160", "--height", "120",
+        "--video-bitrate", "100000", "--noise", "0", "--server-core", "-1", "--fleet-core", "-1",
+        "--work-dir", str(tmp_path / "work"), "--p99-limit", "5000"])
+    args.server_core = args.fleet_core = args.services_core = None  # what main() makes of -1
+    step = run_step(3, 0, args, Services(postgres, broker), tmp_path)
+    assert step.expected == 3 * 2
+    assert step.closed == step.expected, step.notes
+    assert step.receipted == step.closed, step.notes
+    assert len(step.errors) == step.refused == step.server_log_errors == 0, step.notes
+    assert 0 < step.p50 <= step.p99 <= step.max
+    assert step.server_ms > 0 and step.fleet_ms > 0 and step.postgres_ms > 0
+    assert step.sustained
+    assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is not
+    assert not (tmp_path / "work" / "step-00-3").exists()

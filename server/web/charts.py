@@ -252,6 +252,15 @@ def _has_values(series: Sequence[Series]) -> bool:
     return any(v is not None for s in series for v in s.values)
 
 
+def _series_frame(categories: Sequence[str], series: Sequence[Series]) -> tuple[str, float, float] | None:
+    """Checked inputs' legend and plot top and baseline (px); None when there is nothing to plot."""
+    _check(categories, series)
+    if not categories or not _has_values(series):
+        return None
+    legend, legend_h = _legend([s.name for s in series], 10)
+    return legend, 14 + legend_h, HEIGHT - BOTTOM
+
+
 # -- the charts ---------------------------------------------------------------------------------------------
 
 
@@ -263,12 +272,10 @@ def bar_chart(chart: Chart, categories: Sequence[str], series: Sequence[Series],
     ``y_max`` fixes the top of the axis (1 for shares); otherwise it is the nearest tick above the
     largest bar (or stack) and the reference line.
     """
-    _check(categories, series)
-    if not categories or not _has_values(series):
+    frame = _series_frame(categories, series)
+    if frame is None:
         return empty_chart(chart)
-    legend, legend_h = _legend([s.name for s in series], 10)
-    top = 14 + legend_h
-    base = HEIGHT - BOTTOM
+    legend, top, base = frame
     if stacked:
         peak = max(sum(s.values[i] or 0 for s in series) for i in range(len(categories)))
     else:
@@ -310,12 +317,10 @@ def bar_chart(chart: Chart, categories: Sequence[str], series: Sequence[Series],
 
 def line_chart(chart: Chart, categories: Sequence[str], series: Sequence[Series]) -> str:
     """A line per series over the categories (in order); ``None`` breaks the line, each value is a point."""
-    _check(categories, series)
-    if not categories or not _has_values(series):
+    frame = _series_frame(categories, series)
+    if frame is None:
         return empty_chart(chart)
-    legend, legend_h = _legend([s.name for s in series], 10)
-    top = 14 + legend_h
-    base = HEIGHT - BOTTOM
+    legend, top, base = frame
     marks = ticks(max(v or 0 for s in series for v in s.values))
     scale = Scale(0, marks[-1], base, top)
     bands = Bands(len(categories), LEFT, WIDTH - RIGHT)

@@ -32,6 +32,7 @@ from server.services import Services
 from server.services.access import AccessService
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
+from server.services.broker_accounts import BrokerFiles
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
@@ -63,6 +64,8 @@ REPLICATION = web.AppKey("replication", ReplicationService)
 #: Seconds between background duties.
 NONCE_PRUNE_S = 60.0
 KEY_REFRESH_S = 30.0
+#: How often the broker files are checked against the device registry (rewritten only when changed).
+BROKER_FILES_S = 5.0
 #: A verified chunk still not decoded this long after its receipt was queued in a process that died
 #: (several processes share the database) or whose decode did not run: the sweep queues it again.
 DECODE_ORPHAN_S = 60.0
@@ -114,6 +117,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         log=log_service,
         access=access,
         scrubber=Scrubber(db, clock, store, config.scrub, access),
+        broker_files=BrokerFiles(db, config.mqtt),
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
         live=LiveService(db, clock, config.live, commands, access),
         units=UnitsService(db, clock),
@@ -184,6 +188,12 @@ async def _startup(app: web.Application) -> None:
         # and a simulation's scaled clock must not make it re-read and decode footage 60 times as fast.
         tasks.append(asyncio.create_task(_every(SystemClock(), s.config.scrub.interval_s, s.scrubber.round),
                                          name="scrub"))
+    if s.config.mqtt.broker_files_dir is not None:
+        # An external Mosquitto knows devices only from these files: written at start, then
+        # whenever an enrollment or a revocation changes them.
+        await s.broker_files.write_if_changed()
+        tasks.append(asyncio.create_task(_every(s.clock, BROKER_FILES_S, s.broker_files.write_if_changed),
+                                         name="broker-files"))
     if s.config.retention.expiry_interval_s:
         tasks.append(asyncio.create_task(_every(s.clock, s.config.retention.expiry_interval_s, s.expiry.run),
                                          name="expiry"))

@@ -150,6 +150,9 @@ class MqttConfig:
     password: Secret | None = opt(None, "the server's own MQTT password on an external broker (the embedded broker "
                                   "makes a new one at every start)")
     tls_ca: Path | None = opt(None, "CA certificate file for an mqtts:// broker with a private CA")
+    broker_files_dir: Path | None = opt(None, "an external Mosquitto's password file and ACL are written here (passwd, "
+                                        "acl) and rewritten within seconds of an enrollment or revocation")
+    broker_files_group: str | None = opt(None, "group of the broker files (mode 0640; default 0600), e.g. mosquitto")
     embedded_host: str = opt("127.0.0.1", "address the embedded broker listens on")
     embedded_port: int = opt(1883, "port of the embedded broker (0 picks a free one: only for tests, devices "
                              "keep the URL they enrolled with)", lo=0, hi=65535)

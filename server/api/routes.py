@@ -545,21 +545,7 @@ async def server_keys_rotate(ctx: Ctx) -> web.StreamResponse:
 
 async def broker_files(ctx: Ctx) -> web.StreamResponse:
     """Mosquitto's password file and ACL from the device registry (hashes only: no password leaves)."""
-    from server.broker_files import mosquitto_acl, mosquitto_password_file
-    from server.mqtt.credentials import hash_password, password_line
-    from server.services.broker_accounts import BrokerAccounts
-
-    mqtt = ctx.services.config.mqtt
-    lines = await BrokerAccounts(ctx.services.db).password_lines()
-    warnings = []
-    if mqtt.password is not None:
-        lines.append(password_line(mqtt.username, hash_password(mqtt.username, mqtt.password.reveal())))
-    else:
-        warnings.append(f"mqtt.password is not set: the server user {mqtt.username!r} has no line in the password "
-                        "file; add it with mosquitto_passwd")
-    return ok({"password_file": mosquitto_password_file(lines), "acl": mosquitto_acl(mqtt.username),
-               "devices": len(lines) - (mqtt.password is not None), "server_user": mqtt.username,
-               "warnings": warnings})
+    return ok(await ctx.services.broker_files.texts())
 
 
 def _device(ctx: Ctx) -> str:

@@ -20,6 +20,7 @@ from server.log.service import LogService
 from server.services.access import AccessService
 from server.services.accounts import AccountsService
 from server.services.audit import AuditService
+from server.services.broker_accounts import BrokerFiles
 from server.services.cases import CasesService
 from server.services.commands import CommandsService
 from server.services.devices import DevicesService
@@ -73,3 +74,5 @@ class Services:
     holds: HoldsService
     expiry: ExpiryJob
     stats: StatsService
+    #: Mosquitto's password file and ACL (GET /api/v1/broker-files, mqtt.broker_files_dir).
+    broker_files: BrokerFiles

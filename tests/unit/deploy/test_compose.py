@@ -150,8 +150,7 @@ def test_server_environment_names_are_server_config_keys(compose: dict[str, Any]
     from server import config
 
     keys = {config._env_name(path) for path in config.config_keys()}
-    # The one the compose file names ahead of the server: it says so in a comment beside it.
-    pending = {"CUSTODY_MQTT_BROKER_FILES_DIR"}
+    pending: set[str] = set()
     env = compose["services"]["server"]["environment"]
     custody = {name for name in env if name.startswith("CUSTODY_")}
     assert custody - keys - pending == set()

@@ -100,9 +100,10 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         query = _query(dimension=args.dimension, since=parse_time(args.since) if args.since else None,
                        until=parse_time(args.until) if args.until else None)
-        rows = client.call("GET", "/api/v1/stats" + query)["rows"]
+        report = client.call("GET", "/api/v1/stats" + query)
         as_json = getattr(args, "as_json", False) or args.format == "json"
-        text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n" if as_json else to_csv(rows)
+        # JSON is the API's answer whole (rows and each month's totals); CSV has the rows.
+        text = json.dumps(report, ensure_ascii=False, indent=2) + "\n" if as_json else to_csv(report["rows"])
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:

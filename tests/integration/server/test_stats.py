@@ -78,6 +78,11 @@ async def test_monthly_stats_and_public_summary(server: RunningServer, admin: Ap
     got = await asyncio.to_thread(subprocess.run, base, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
     assert {r["key"] for r in csv.DictReader(io.StringIO(got.stdout))} == set(rows)
+    got = await asyncio.to_thread(subprocess.run, [*base, "--format", "json"], capture_output=True, text=True,
+                                  timeout=60)
+    assert got.returncode == 0, got.stderr
+    as_json = json.loads(got.stdout)
+    assert {r["key"] for r in as_json["rows"]} == set(rows) and as_json["totals"]
     got = await asyncio.to_thread(subprocess.run, [*base, "--public-summary", month[:4], "--out", str(out)],
                                   capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr

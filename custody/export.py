@@ -89,16 +89,8 @@ def run(args: argparse.Namespace) -> int:
                     _progress(done, total, started, sys.stderr)
             export_id = resp.headers.get("Custody-Export-Id")
             access_id = resp.headers.get("Custody-Access-Id")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            problem = json.loads(raw)
-            raise ApiError(f"{problem.get('detail')} ({problem.get('code')}, HTTP {exc.code})",
-                           code=problem.get("code"), status=exc.code) from None
-        except (ValueError, AttributeError):
-            raise ApiError(f"HTTP {exc.code} from {client.url}", status=exc.code) from None
     except urllib.error.URLError as exc:
-        raise ApiError(f"cannot reach the server at {client.url}: {exc.reason}", code="unreachable") from None
+        raise client.error(exc) from None
     if show:
         sys.stderr.write("\n")
     os.replace(tmp, args.output)

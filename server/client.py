@@ -50,17 +50,21 @@ class ApiClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:  # noqa: S310
                 raw = resp.read()
-        except urllib.error.HTTPError as exc:
+        except urllib.error.URLError as exc:
+            raise self.error(exc) from None
+        return json.loads(raw) if raw else None
+
+    def error(self, exc: urllib.error.URLError) -> ApiError:
+        """The :class:`ApiError` for a failed request: the problem's detail and code, or why it got no answer."""
+        if isinstance(exc, urllib.error.HTTPError):
             raw = exc.read()
             try:
                 problem = json.loads(raw)
-                raise ApiError(f"{problem.get('detail')} ({problem.get('code')}, HTTP {exc.code})",
-                               code=problem.get("code"), status=exc.code) from None
+                return ApiError(f"{problem.get('detail')} ({problem.get('code')}, HTTP {exc.code})",
+                                code=problem.get("code"), status=exc.code)
             except (ValueError, AttributeError):
-                raise ApiError(f"HTTP {exc.code} from {self.url}", status=exc.code) from None
-        except urllib.error.URLError as exc:
-            raise ApiError(f"cannot reach the server at {self.url}: {exc.reason}", code="unreachable") from None
-        return json.loads(raw) if raw else None
+                return ApiError(f"HTTP {exc.code} from {self.url}", status=exc.code)
+        return ApiError(f"cannot reach the server at {self.url}: {exc.reason}", code="unreachable")
 
 
 def resolve_client(server: str | None, token: str | None, data_dir: str | None, cafile: str | None) -> ApiClient:

@@ -33,6 +33,8 @@ def test_one_tiny_step_closes_and_receipts_every_chunk(postgres: PostgresServer,
     assert len(step.errors) == step.refused == step.server_log_errors == 0, step.notes
     assert 0 < step.p50 <= step.p99 <= step.max
     assert step.server_ms > 0 and step.fleet_ms > 0 and step.postgres_ms > 0
-    assert step.sustained
+    # The verdict follows the rule from the step's own figures; how fast this machine is, is not asserted.
+    assert step.sustained == (not step.fleet_saturated and step.p99 <= args.p99_limit
+                              and step.receipted >= step.closed and step.refused == 0)
     assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is not
     assert not (tmp_path / "work" / "step-00-3").exists()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +24,9 @@ import aiohttp
 
 from agent.errors import AgentError
 from custody.clock import Clock
+from protocol.canonical import b64e
 from protocol.enrollment import EnrollmentToken, open_enrollment_answer
-from protocol.httpsig import sign_request
+from protocol.httpsig import H_ENTRY, sign_request
 from protocol.keys import SigningKey
 from protocol.messages import DeviceCertificate, EnrollmentAnswer, EnrollmentRequest
 
@@ -128,14 +129,22 @@ class ServerClient:
         Tried on each known API URL in turn, from the current one, until one answers; raises the
         last :class:`Unreachable` when none does (the uploader's backoff then takes over).
         """
+
+        def headers() -> dict[str, str]:
+            # Signed anew for every attempt: the nonce of the first may be recorded (the database is shared).
+            signed = sign_request(self.key, method, path, body, self.clock.now_ms(), device_id=self.device_id)
+            return signed | {"Content-Type": "application/json"}
+
+        return await self._on_any_server(method, path, body, headers)
+
+    async def _on_any_server(self, method: str, path: str, body: bytes,
+                             headers: Callable[[], dict[str, str]]) -> Reply:
+        """Send to the current API URL, moving on to the next while one is unreachable."""
         failure: Unreachable | None = None
         for _ in self.api_urls:
-            # Signed anew for every attempt: the nonce of the first may be recorded (the database is shared).
-            headers = sign_request(self.key, method, path, body, self.clock.now_ms(), device_id=self.device_id)
-            headers["Content-Type"] = "application/json"
             base = self.api_url
             try:
-                return await self.send(method, base + path, body, headers)
+                return await self.send(method, base + path, body, headers())
             except Unreachable as exc:
                 failure = exc
                 # Only the first of several requests failing on one URL moves on: the others follow it
@@ -183,6 +192,20 @@ class ServerClient:
             receipt = json.loads(reply.body).get("receipt")
         except (ValueError, AttributeError):
             return None
+        return receipt if isinstance(receipt, str) else None
+
+    async def deliver(self, seq: int, envelope: bytes, data: bytes) -> str | None:
+        """PUT a chunk's bytes with its signed manifest (a server that stores footage itself).
+
+        One request instead of announce-then-upload: the manifest, signed by the device key and
+        naming the bytes' SHA-256 and size, is the request's credential. Returns the receipt, or
+        None when the chunk failed verification (:meth:`verify` then says why). A server whose
+        footage goes to S3 refuses with ``wrong_store``: announce for a presigned URL instead.
+        """
+        path = f"/api/v1/chunks/{self.device_id}/{seq}"
+        headers = {H_ENTRY: b64e(envelope), "Content-Type": "application/octet-stream"}
+        reply = await self._on_any_server("PUT", path, data, lambda: headers)
+        receipt = reply.json().get("receipt")
         return receipt if isinstance(receipt, str) else None
 
     async def verify(self, seq: int) -> dict[str, Any]:

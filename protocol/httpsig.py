@@ -29,6 +29,11 @@ H_NONCE = "Custody-Nonce"
 H_BODY = "Custody-Content-SHA256"
 H_SIGNATURE = "Custody-Signature"
 HEADERS = (H_DEVICE, H_KEY_ID, H_TIME, H_NONCE, H_BODY, H_SIGNATURE)
+#: A chunk PUT with its signed manifest (``PUT /api/v1/chunks/{device}/{seq}``, the local store's
+#: one-request delivery) carries the manifest's exact envelope bytes here, unpadded base64url
+#: (:func:`protocol.canonical.b64e`). The manifest is that request's credential: it is signed by
+#: the device key and names the body's SHA-256 and size, so the request is not signed again.
+H_ENTRY = "Custody-Entry"
 
 #: Default freshness window either side of the server's clock.
 DEFAULT_WINDOW_MS = 5 * 60 * 1000

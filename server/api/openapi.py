@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from server.api.body import Body
-from server.api.routes import COSIGNATURE, ENROLL, ENVELOPE, PATH_PARAMS, PUBLIC, UPLOAD, Route
+from server.api.routes import COSIGNATURE, ENROLL, ENTRY, ENVELOPE, PATH_PARAMS, PUBLIC, UPLOAD, Route
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -40,6 +40,8 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
         return [{"enrollmentToken": []}]
     if route.access == UPLOAD:
         return [{"uploadCapability": []}]
+    if route.access == ENTRY:
+        return [{"signedManifest": []}]
     if route.access == COSIGNATURE:
         return []  # the body authenticates itself: a cosignature by a registered witness key
     assert isinstance(route.access, frozenset)
@@ -113,6 +115,9 @@ def build_openapi(routes: tuple[Route, ...], *, public_url: str = "") -> dict[st
                                                    "EnrollmentRequest body"},
                 "uploadCapability": {"type": "apiKey", "in": "query", "name": "sig",
                                      "description": "HMAC the server put in the upload URL"},
+                "signedManifest": {"type": "apiKey", "in": "header", "name": "Custody-Entry",
+                                   "description": "base64 of the chunk's signed manifest (envelope bytes); it names "
+                                                  "the body's SHA-256 and size"},
             },
         },
     }

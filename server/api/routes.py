@@ -16,6 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from protocol.canonical import b64d
+from protocol.errors import EncodingError
+from protocol.httpsig import H_ENTRY
 from protocol.messages import CommandKind
 from server.api import cases_api as cz
 from server.api import evidence
@@ -35,6 +38,9 @@ PUBLIC = "public"  # no credentials at all
 ENROLL = "enroll"  # the one-time enrollment token inside the signed request body
 UPLOAD = "upload"  # the capability (HMAC) the server put in the upload URL
 COSIGNATURE = "cosignature"  # a witness's cosignature in the body, checked against its registered key
+ENTRY = "entry"  # the device's signed chunk manifest in the Custody-Entry header, naming the body's hash
+#: Routes whose body is chunk bytes (the chunk size limit, not the JSON one).
+BYTE_ROUTES = (UPLOAD, ENTRY)
 
 R = Role
 ALL = frozenset(Role)
@@ -258,7 +264,7 @@ def wrap(route: Route, services: Services) -> Callable[[web.Request], Awaitable[
     cfg = services.config
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        limit = cfg.ingest.max_chunk_bytes if route.access == UPLOAD else cfg.http.max_json_bytes
+        limit = cfg.ingest.max_chunk_bytes if route.access in BYTE_ROUTES else cfg.http.max_json_bytes
         raw = await read_body(request, limit) if request.method in ("POST", "PUT", "PATCH") else b""
         principal: Principal | None = None
         if isinstance(route.access, frozenset):
@@ -604,6 +610,23 @@ async def upload(ctx: Ctx) -> web.StreamResponse:
     return ok(result, 201 if result["stored"] else 200)
 
 
+async def chunk_deliver(ctx: Ctx) -> web.StreamResponse:
+    """A chunk's bytes with its signed manifest: announced, stored and verified in one request."""
+    if not ctx.services.store.direct_upload:
+        raise BadRequest("this server stores footage in S3: announce the entry for a presigned upload URL",
+                         code="wrong_store")
+    header = ctx.request.headers.get(H_ENTRY)
+    if header is None:
+        raise Unauthorized(f"the {H_ENTRY} header with the chunk's signed manifest is missing",
+                           code="missing_entry")
+    try:
+        envelope = b64d(header, field=H_ENTRY)
+    except EncodingError:
+        raise BadRequest(f"the {H_ENTRY} header is not unpadded base64url", code="bad_entry_header") from None
+    result = await ctx.services.ingest.deliver(ctx.params["device_id"], ctx.params["seq"], envelope, ctx.raw)
+    return ok(result, 201 if result["stored"] else 200)
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 ENTRY_QUERY = {"from_seq": F("integer", "first sequence number", required=False, lo=0, hi=2**53 - 1),
@@ -794,6 +817,10 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/upload/{key:.+}", upload, UPLOAD,
           "local store: upload chunk bytes to the URL an upload target named", "device", body="bytes",
           ok_status=201, response="application/json"),
+    Route("PUT", "/api/v1/chunks/{device_id}/{seq}", chunk_deliver, ENTRY,
+          "local store: a chunk's bytes with its signed manifest (Custody-Entry header), announced, stored and "
+          "verified in one request; answers the receipt", "device", body="bytes", ok_status=201,
+          response="application/json"),
     # -- transparency log, witnesses, access log, footage, exports (issue 7)
     Route("GET", "/api/v1/log/checkpoint", evidence.log_checkpoint, PUBLIC,
           "the latest checkpoint (C2SP signed note) with its witnesses' cosignatures", "log",

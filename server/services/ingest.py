@@ -37,7 +37,7 @@ from server.config import IngestConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
 from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings, officers
-from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
 from server.keyring import ServerKeyring
 from server.media import MediaReport, check_chunk
 from server.services.findings import close_finding, open_finding
@@ -134,6 +134,8 @@ class IngestResult:
     upload: UploadTarget | None = None
     receipt: bytes | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: The server takes chunks with their manifest in one PUT (:meth:`IngestService.deliver`).
+    direct_upload: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """API form; the receipt is the signed envelope's exact bytes as a string (they are ASCII JSON)."""
@@ -147,6 +149,7 @@ class IngestResult:
             "upload": self.upload.to_json() if self.upload else None,
             "receipt": self.receipt.decode("ascii") if self.receipt is not None else None,
             "verification": self.steps,
+            "direct_upload": self.direct_upload,
         }
 
 
@@ -193,14 +196,16 @@ class IngestService:
 
     # -- (a) announce -----------------------------------------------------------------------
 
-    async def announce(self, body: bytes, *, source: str, device_id: str | None = None) -> IngestResult:
+    async def announce(self, body: bytes, *, source: str, device_id: str | None = None,
+                       new: bool = False) -> IngestResult:
         """Record a signed entry (chunk manifest or recording event) before any bytes arrive.
 
         ``device_id`` is the authenticated sender when there is one (HTTP): a device may only
         announce its own entries. Refused, with nothing stored: malformed entries, unknown devices
         or keys, bad signatures. A different entry for a used sequence number is refused as a
         conflict and kept aside as evidence. A manifest's answer carries its upload target; a
-        recording event's carries its receipt at once.
+        recording event's carries its receipt at once. ``new``: the caller has just read that
+        this entry is not stored yet (skip the read that answers repeats).
         """
         envelope, entry = _parse(body)
         if device_id is not None and entry.device_id != device_id:
@@ -215,7 +220,7 @@ class IngestService:
         # A device announces over HTTP what it already published over MQTT: those repeats are
         # answered from a read, without the write transaction a new entry needs. The same hash
         # means the same signed bytes, whose signature was checked when they were stored.
-        repeat = await self._repeat(entry, h, kind) if source == "http" else None
+        repeat = await self._repeat(entry, h, kind) if source == "http" and not new else None
         if repeat is not None:
             return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
@@ -260,6 +265,7 @@ class IngestService:
 
     def _with_upload_target(self, result: IngestResult, entry: ChunkManifest | RecordingEvent,
                             now: int) -> IngestResult:
+        result.direct_upload = self.store.direct_upload
         if isinstance(entry, ChunkManifest) and result.state != ChunkState.VERIFIED:
             result.upload = self.store.upload_target(object_key(entry.device_id, entry.seq, entry.sha256),
                                                      entry.sha256, entry.size, now, self.config.upload_ttl_s)
@@ -466,23 +472,70 @@ class IngestService:
                 found = row if row is not None and row.sha256 == sha256 else None
         if found is None:
             raise NotFound("no entry or conflict for this upload", code="unknown_entry")
+        if not is_conflict:
+            assert row is not None
+            return await self._store_and_verify(row, before, body)
+        written = await self._put(key, body, sha256)
+        now = self.clock.now_ms()
+        async with self.db.write() as conn:
+            await conn.execute(conflicts.update().where(conflicts.c.id == found.id,
+                                                        conflicts.c.evidence_key.is_(None))
+                               .values(evidence_key=key, evidence_stored_ms=now))
+        return {"key": key, "stored": written, "state": "evidence"}
+
+    async def deliver(self, device_id: str, seq: int, envelope_raw: bytes, body: bytes) -> dict[str, Any]:
+        """A chunk's bytes with its signed manifest, in one request: announce, store, verify, receipt.
+
+        The manifest is the credential (as on MQTT): it is signed by the device's key and names the
+        body's SHA-256 and size, so only that device can have made the pair, and sending it again
+        is harmless (the object key is content-derived; the same chunk gets the same receipt). An
+        entry already stored under the same hash (its MQTT copy usually arrives first) is not
+        verified again: the same hash is the same signed bytes. Refused with nothing stored: a
+        malformed or forged manifest (401), one for another path (400), a body that is not the one
+        the manifest names (400); a different manifest for a used sequence number is a conflict
+        (409), kept aside as evidence like any other.
+        """
+        envelope, entry = _parse(envelope_raw)
+        if not isinstance(entry, ChunkManifest):
+            raise BadRequest("the entry is a recording event, which has no bytes: announce it instead",
+                             code="not_a_chunk")
+        if (entry.device_id, entry.seq) != (device_id, seq):
+            raise BadRequest(f"the manifest is for seq {entry.seq} of device {entry.device_id}, the path names "
+                             f"seq {seq} of device {device_id}", code="entry_path_mismatch")
+        if len(body) != entry.size:
+            raise BadRequest(f"body is {len(body)} bytes, the manifest says {entry.size}", code="size_mismatch")
+        h = entry_hash(envelope.raw)
+        async with self.db.read() as conn:
+            row, before = await self._entry_and_before(conn, device_id, seq)
+        if row is None or row.entry_hash != h:
+            try:
+                await self.announce(envelope.raw, source="http", new=True)
+            except (SignatureError, NotFound) as exc:
+                if exc.code not in ("bad_signature", "unknown_key", "wrong_key", "unknown_device",
+                                    "unsupported_algorithm"):
+                    raise
+                raise Unauthorized(f"the manifest does not authenticate this upload: {exc.message}",
+                                   code=exc.code) from None
+            async with self.db.read() as conn:
+                row, before = await self._entry_and_before(conn, device_id, seq)
+            assert row is not None
+        return await self._store_and_verify(row, before, body)
+
+    async def _put(self, key: str, body: bytes, sha256: str) -> bool:
+        """Store ``body`` under ``key``; refused with nothing stored unless it hashes to ``sha256``."""
         try:
             # The store hashes the body in its worker thread before writing anything and refuses
             # it unless it is the SHA-256 the entry names: step (1) holds for exactly these bytes.
-            written = await self.store.put(key, body, sha256)
+            return await self.store.put(key, body, sha256)
         except ContentMismatch:
             actual = await asyncio.to_thread(_sha256_hex, body)
             raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
                              expected=sha256, actual=actual) from None
-        if is_conflict:
-            now = self.clock.now_ms()
-            async with self.db.write() as conn:
-                await conn.execute(conflicts.update().where(conflicts.c.id == found.id,
-                                                            conflicts.c.evidence_key.is_(None))
-                                   .values(evidence_key=key, evidence_stored_ms=now))
-            return {"key": key, "stored": written, "state": "evidence"}
-        assert row is not None
-        answer: dict[str, Any] = {"key": key, "stored": written}
+
+    async def _store_and_verify(self, row: Any, before: Any, body: bytes) -> dict[str, Any]:
+        """Store an announced chunk's bytes and verify them at once; the answer carries the receipt."""
+        written = await self._put(row.object_key, body, row.sha256)
+        answer: dict[str, Any] = {"key": row.object_key, "stored": written}
         if row.state == ChunkState.VERIFIED:
             return answer | self._result(row, created=False).to_json()
         manifest = ChunkManifest.peek(Envelope.from_bytes(bytes(row.envelope)))
@@ -490,9 +543,9 @@ class IngestService:
         # for a chunk): cheaper here than a trip to a worker thread.
         report = (check_chunk(body, manifest, self.config.duration_tolerance_ms)
                   if self.config.media_check else None)
-        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), sha256, report)
+        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report)
         try:
-            result = await self._conclude(row, steps, sha256, media_json)
+            result = await self._conclude(row, steps, row.sha256, media_json)
         except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
             return answer | {"state": ChunkState.REJECTED.value, "receipt": None}
         return answer | result.to_json()

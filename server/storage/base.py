@@ -81,6 +81,10 @@ class FootageStore(abc.ABC):
     kind: str = ""
     #: True when the store itself enforces write-once (S3 Object Lock); the local store is tamper-evident only.
     write_once: bool = False
+    #: True when the server itself takes a chunk's bytes (the local store): a device may then PUT
+    #: them with their signed manifest in one request (``PUT /api/v1/chunks/{device}/{seq}``)
+    #: instead of announcing first for an upload target.
+    direct_upload: bool = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Check the store is usable (create directories, check the bucket's Object Lock)."""

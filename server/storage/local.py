@@ -47,6 +47,7 @@ class LocalStore(FootageStore):
 
     kind = "local"
     write_once = False
+    direct_upload = True
 
     def __init__(self, root: Path, *, base_url: str, upload_secret: bytes) -> None:
         self.root = root

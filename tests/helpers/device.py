@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from custody.clock import Clock
+from protocol.canonical import b64e
 from protocol.enrollment import EnrollmentToken, open_enrollment_answer
 from protocol.envelope import Envelope
-from protocol.httpsig import sign_request
+from protocol.httpsig import H_ENTRY, sign_request
 from protocol.keys import SigningKey
 from protocol.messages import (
     GENESIS_PREV,
@@ -156,6 +157,19 @@ class SimDevice:
     async def put(self, target: dict[str, Any], data: bytes) -> Reply:
         """PUT bytes to an upload target, sending its headers verbatim."""
         return await self.raw(target["method"], target["url"], data, dict(target["headers"]))
+
+    async def put_chunk(self, env: Envelope, data: bytes, *, seq: int | None = None,
+                        device_id: str | None = None, entry: str | None = None) -> Reply:
+        """PUT a chunk with its signed manifest in one request (the local store's direct delivery).
+
+        ``seq``, ``device_id`` and ``entry`` (the header's text) override what the manifest says,
+        for requests that must be refused.
+        """
+        m = ChunkManifest.peek(env)
+        path = f"/api/v1/chunks/{device_id or m.device_id}/{m.seq if seq is None else seq}"
+        return await self.raw("PUT", self.base_url + path, data,
+                              {H_ENTRY: b64e(env.raw) if entry is None else entry,
+                               "Content-Type": "application/octet-stream"})
 
     async def verify(self, seq: int) -> Reply:
         """Ask for verification."""

@@ -68,6 +68,9 @@ async def test_recordings_upload_while_recording_and_every_chunk_gets_a_receipt(
     # Pre-event footage of the first recording (2 s) came before the live chunks.
     chunks = [e for e in entries if e["kind"] == "chunk"]
     assert len(chunks) >= 3 * 5
+    # After the first announce answer said so, chunks went in one request with their manifest
+    # (only those already in flight before that answer were announced first).
+    assert agent.uploader.stats.direct >= len(chunks) - agent.uploader.concurrency
     await agent.close()
 
 

@@ -122,6 +122,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
 #: Routes outside the role matrix, with the credential that replaces a role.
 NOT_ROLE_BASED = {("GET", "/healthz"): "public", ("GET", "/api/openapi.json"): "public",
                   ("POST", "/api/v1/enroll"): "enrollment token", ("PUT", "/api/v1/upload/{key}"): "upload URL",
+                  ("PUT", "/api/v1/chunks/{device_id}/{seq}"): "the chunk's signed manifest",
                   ("GET", "/api/v1/log/checkpoint"): "public", ("GET", "/api/v1/log/key"): "public",
                   ("GET", "/api/v1/log/proof/inclusion"): "public", ("GET", "/api/v1/log/proof/consistency"): "public",
                   ("GET", "/api/v1/log/leaves"): "public", ("POST", "/api/v1/log/forks"): "public (self-proving)",

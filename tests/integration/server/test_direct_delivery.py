@@ -1,0 +1,143 @@
+"""A chunk delivered in one request with its signed manifest (``PUT /api/v1/chunks/{device}/{seq}``).
+
+The local store takes a chunk's bytes together with its manifest: the manifest, signed by the
+device key and naming the body's SHA-256 and size, is the credential, so one request announces,
+stores and verifies, and answers the receipt. These tests hold that to the same rules as the
+announce-then-upload path: refused with nothing stored when the manifest does not authenticate the
+body, idempotent when sent again, a conflict kept aside, and an S3 server sending the device back
+to announcing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from custody.clock import FakeClock
+from protocol.canonical import b64e
+from protocol.keys import SigningKey
+from server.app import RunningServer
+from tests.helpers.media import make_chunk
+from tests.integration.server.conftest import Api
+from tests.integration.server.test_ingest import findings, open_receipt
+
+pytestmark = pytest.mark.integration
+
+
+async def stored_count(server: RunningServer) -> int:
+    """Chunk files in the local footage directory."""
+    root = server.services.config.data_dir / "footage"
+    return sum(1 for p in root.rglob("*") if p.is_file())
+
+
+async def test_one_request_announces_stores_and_receipts(server: RunningServer, admin: Api,
+                                                         clock: FakeClock) -> None:
+    device = await admin.enroll(clock)
+    start = await device.announce(device.event("start"))
+    # The announce answer tells the device that this server takes chunks directly.
+    assert start.json["direct_upload"] is True
+    chunk = make_chunk()
+    env = device.manifest(chunk)
+    reply = await device.put_chunk(env, chunk.data)
+    assert reply.status == 201, reply.body
+    assert reply.json["state"] == "verified"
+    assert [s["status"] for s in reply.json["verification"] if "number" in s][:4] == ["pass"] * 4
+    receipt = open_receipt(reply.json["receipt"], server)
+    assert (receipt.seq, receipt.entry_hash) == (1, env.hash.hex())
+    assert receipt.stored_sha256 == hashlib.sha256(chunk.data).hexdigest()
+    listed = (await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries?from_seq=1"))["entries"]
+    assert [(e["seq"], e["source"], e["state"]) for e in listed] == [(1, "http", "verified")]
+
+    # Sent again (the answer was lost): the same receipt, nothing written twice.
+    again = await device.put_chunk(env, chunk.data)
+    assert again.status == 200, again.body
+    assert again.json["receipt"] == reply.json["receipt"]
+    assert again.json["stored"] is False
+    # And the announce path agrees.
+    assert (await device.announce(env)).json["receipt"] == reply.json["receipt"]
+
+
+async def test_an_entry_announced_first_is_not_announced_again(server: RunningServer, admin: Api,
+                                                               clock: FakeClock) -> None:
+    device = await admin.enroll(clock)
+    await device.announce(device.event("start"))
+    chunk = make_chunk()
+    env = device.manifest(chunk)
+    assert (await device.announce(env)).status == 201  # as its MQTT copy would be
+    reply = await device.put_chunk(env, chunk.data)
+    assert reply.status == 201, reply.body
+    open_receipt(reply.json["receipt"], server)
+    listed = (await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries?from_seq=1"))["entries"]
+    assert [(e["seq"], e["source"], e["state"]) for e in listed] == [(1, "http", "verified")]
+
+
+async def test_bad_deliveries_are_refused_with_nothing_stored(server: RunningServer, admin: Api,
+                                                              clock: FakeClock) -> None:
+    device = await admin.enroll(clock)
+    await device.announce(device.event("start"))
+    chunk = make_chunk()
+    env = device.manifest(chunk, advance=False)
+    other = make_chunk(seed=3)
+    stranger = SigningKey.generate()
+    forged = device.manifest(chunk, key=stranger, advance=False)
+    event = device.event("stop", advance=False)
+    cases = [
+        ("body is not the manifest's", device.put_chunk(env, other.data[:len(chunk.data)].ljust(len(chunk.data), b"x")),
+         400, "content_hash_mismatch"),
+        ("body of another size", device.put_chunk(env, chunk.data + b"x"), 400, "size_mismatch"),
+        ("manifest for another seq", device.put_chunk(env, chunk.data, seq=7), 400, "entry_path_mismatch"),
+        ("manifest for another device", device.put_chunk(env, chunk.data, device_id="a" * 24), 400,
+         "entry_path_mismatch"),
+        ("no manifest", device.raw("PUT", f"{device.base_url}/api/v1/chunks/{device.device_id}/1", chunk.data),
+         401, "missing_entry"),
+        ("manifest not base64url", device.put_chunk(env, chunk.data, entry="not base64!"), 400, "bad_entry_header"),
+        ("manifest not an envelope", device.put_chunk(env, chunk.data, entry=b64e(b'{"a": 1}')), 400, None),
+        ("manifest signed by another key", device.put_chunk(forged, chunk.data), 401, "unknown_key"),
+        ("a recording event", device.put_chunk(env, b"", entry=b64e(event.raw)), 400, "not_a_chunk"),
+    ]
+    for name, request, status, code in cases:
+        reply = await request
+        assert reply.status == status, (name, reply.body)
+        if code is not None:
+            assert reply.code == code, (name, reply.body)
+        assert reply.headers["Content-Type"].startswith("application/problem+json"), name
+    assert await stored_count(server) == 0
+    entries = await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries")
+    # The mismatched bodies were refused after the genuine manifest was recorded: it waits for its bytes.
+    assert [(e["seq"], e["state"]) for e in entries["entries"]] == [(0, "verified"), (1, "announced")]
+    # The genuine pair still goes through.
+    reply = await device.put_chunk(env, chunk.data)
+    assert reply.status == 201, reply.body
+    assert reply.json["state"] == "verified"
+
+
+async def test_a_different_manifest_for_a_used_seq_is_a_conflict(server: RunningServer, admin: Api,
+                                                                 clock: FakeClock) -> None:
+    device = await admin.enroll(clock)
+    await device.announce(device.event("start"))
+    original = make_chunk()
+    first = await device.put_chunk(device.manifest(original), original.data)
+    assert first.status == 201, first.body
+    other = make_chunk(seed=9)
+    rival = device.manifest(other, seq=1, prev=device.prev, advance=False)
+    reply = await device.put_chunk(rival, other.data)
+    assert reply.status == 409, reply.body
+    assert reply.code == "chunk_conflict"
+    entry = await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/1")
+    assert entry["receipt"] == first.json["receipt"]
+    assert len(await findings(admin, device.device_id, "chunk.conflict")) == 1
+
+
+async def test_an_s3_server_sends_the_device_back_to_announcing(any_server: RunningServer, any_admin: Api,
+                                                                clock: FakeClock) -> None:
+    device = await any_admin.enroll(clock)
+    start = await device.announce(device.event("start"))
+    chunk = make_chunk()
+    reply = await device.put_chunk(device.manifest(chunk), chunk.data)
+    if any_server.services.store.kind == "s3":
+        assert start.json["direct_upload"] is False
+        assert (reply.status, reply.code) == (400, "wrong_store")
+    else:
+        assert start.json["direct_upload"] is True
+        assert reply.status == 201, reply.body

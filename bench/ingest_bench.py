@@ -263,9 +263,9 @@ class Series:
                 f"{cpu}  (rounds: {rates}){extra}")
 
 
-async def measure(rounds: int, baseline: Series, full: Series, run_base: Callable[[], Awaitable[Run]],
-                  run_path: Callable[[], Awaitable[Run]]) -> list[float]:
-    """Alternate baseline and full path; the ratio of each round."""
+async def compare(rounds: int, size: int, baseline: Series, run_base: Callable[[], Awaitable[Run]],
+                  full: Series, run_path: Callable[[], Awaitable[Run]], versus: str) -> None:
+    """Alternate baseline and full path for ``rounds`` rounds; print both and the median ratio ``versus`` names."""
     ratios = []
     for _ in range(rounds):
         b = await run_base()
@@ -273,7 +273,8 @@ async def measure(rounds: int, baseline: Series, full: Series, run_base: Callabl
         baseline.runs.append(b)
         full.runs.append(f)
         ratios.append(f.rate / b.rate)
-    return ratios
+    print(baseline.line(size))
+    print(full.line(size, f"  = {statistics.median(ratios):.2f}x {versus}"))
 
 
 async def main() -> None:
@@ -310,22 +311,19 @@ async def main() -> None:
                     server = Child(_serve_custody, config)
                     try:
                         await run_full(server, chunk, args.devices, 1)  # warm-up: connections, caches
-                        disk, full = Series("raw aiohttp PUT to disk (fsync)"), Series(f"full ingest [{backend}]")
-                        ratios = await measure(args.rounds, disk, full,
-                                               partial(run_raw_disk, raw, chunk, args.devices, per_device),
-                                               partial(run_full, server, chunk, args.devices, per_device))
-                        print(disk.line(size))
-                        print(full.line(size, f"  = {statistics.median(ratios):.2f}x raw disk"))
+                        full_path = partial(run_full, server, chunk, args.devices, per_device)
+                        await compare(args.rounds, size,
+                                      Series("raw aiohttp PUT to disk (fsync)"),
+                                      partial(run_raw_disk, raw, chunk, args.devices, per_device),
+                                      Series(f"full ingest [{backend}]"), full_path, "raw disk")
                         if backend.endswith("s3"):
                             from server.storage.s3 import S3Store
 
                             store = S3Store(config.storage.s3, SystemClock())
-                            raw_s3, full_s3 = Series("raw presigned PUT to S3"), Series(f"full ingest [{backend}]")
-                            ratios = await measure(args.rounds, raw_s3, full_s3,
-                                                   partial(run_raw_s3, store, chunk, args.devices, per_device),
-                                                   partial(run_full, server, chunk, args.devices, per_device))
-                            print(raw_s3.line(size))
-                            print(full_s3.line(size, f"  = {statistics.median(ratios):.2f}x raw S3"))
+                            await compare(args.rounds, size,
+                                          Series("raw presigned PUT to S3"),
+                                          partial(run_raw_s3, store, chunk, args.devices, per_device),
+                                          Series(f"full ingest [{backend}]"), full_path, "raw S3")
                             await store.close()
                     finally:
                         server.stop()

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 def register(sub: Sub) -> None:
     """Add ``custody export``."""
+    from server.client import add_server_options
+
     p = sub.add_parser("export", help="download a case export package (for custody verify) through the API",
                        description="Export footage with everything needed to verify it offline: original chunks, "
                                    "a playable MP4 per recording, entries, certificates, receipts, log proofs, a "
@@ -40,10 +42,7 @@ def register(sub: Sub) -> None:
     p.add_argument("--device", help="export this device's recordings in a sequence range")
     p.add_argument("--from-seq", type=int)
     p.add_argument("--to-seq", type=int)
-    p.add_argument("--server", help="API base URL")
-    p.add_argument("--token", help="API token")
-    p.add_argument("--data-dir", help="data dir of a local server")
-    p.add_argument("--cacert", help="CA certificate for an HTTPS server with a private CA")
+    add_server_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -62,9 +61,9 @@ def _progress(done: int, total: int | None, started: float, out: IO[str]) -> Non
 
 def run(args: argparse.Namespace) -> int:
     """The command."""
-    from server.client import ApiError, resolve_client
+    from server.client import ApiError, client_from_args
 
-    client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
+    client = client_from_args(args)
     if args.case is None and not args.recording and not args.device:
         raise ApiError("say what to export: CASE, --recording DEVICE/RECORDING ... or --device ID",
                        code="nothing_to_export")

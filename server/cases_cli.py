@@ -42,27 +42,14 @@ def parse_time(text: str) -> int:
     return int(t.timestamp() * 1000)
 
 
-def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", help="API base URL")
-    p.add_argument("--token", help="API token")
-    p.add_argument("--data-dir", help="data dir of a local server (its URL and admin token)")
-    p.add_argument("--cacert", help="CA certificate for an HTTPS server with a private CA")
-    p.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
-
-
 def register(sub: Sub) -> None:
     """Add ``case``, ``policy`` and ``audit``."""
-    from server.cli import _admin
-
-    def cmd(parent: Sub, name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
-        c = parent.add_parser(name, help=help_)
-        c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
-        c.set_defaults(handler=_admin(fn))
-        return c
+    from server.cli import api_command as cmd
+    from server.cli import api_options
 
     case_p = sub.add_parser("case", help="enforcement cases, steps and links of footage (through the API)",
                             description="Cases (案件), their steps and the footage linked to them.")
-    _connection(case_p)
+    api_options(case_p)
     cs = case_p.add_subparsers(dest="case_command", metavar="COMMAND")
     cs.required = True
 
@@ -139,7 +126,7 @@ def register(sub: Sub) -> None:
     c.add_argument("--override", help="sign off despite missing or incomplete footage, for this reason")
 
     pol = sub.add_parser("policy", help="the recording-requirement list (音像记录事项清单), through the API")
-    _connection(pol)
+    api_options(pol)
     ps = pol.add_subparsers(dest="policy_command", metavar="COMMAND")
     ps.required = True
     c = cmd(ps, "show", "the list in force (or one version): the resolved table, or --text", _policy_show)
@@ -154,7 +141,7 @@ def register(sub: Sub) -> None:
                         description="Steps that had to be recorded and were not, or not fully; chain gaps, "
                                     "pending uploads, failed verifications, unlinked recordings, offline devices, "
                                     "expired certificates, officer mismatches, untrusted entries, review overrides.")
-    _connection(au)
+    api_options(au)
     au.add_argument("--case", type=int, help="only this case (id)")
     au.add_argument("--officer", help="only this officer")
     au.add_argument("--device", help="only this device")
@@ -234,9 +221,9 @@ def _policy_show(client: Any, a: argparse.Namespace) -> Any:
 def run_audit(args: argparse.Namespace) -> int:
     """``custody audit``: the report from the API, rendered here."""
     from server.audit_report import render
-    from server.client import resolve_client
+    from server.client import client_from_args
 
-    client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
+    client = client_from_args(args)
     query = _query(case_id=args.case, officer_id=args.officer, device_id=args.device,
                    since=parse_time(args.since) if args.since else None,
                    until=parse_time(args.until) if args.until else None)

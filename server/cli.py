@@ -37,19 +37,12 @@ def register(sub: Sub) -> None:
                        description="Every command goes through the HTTP API. Say which server with --server URL "
                                    "--token T, CUSTODY_SERVER/CUSTODY_TOKEN, or --data-dir DIR (the local server's "
                                    "URL and admin token).")
-    a.add_argument("--server", help="API base URL")
-    a.add_argument("--token", help="API token")
-    a.add_argument("--data-dir", help="data dir of a local server")
-    a.add_argument("--cacert", help="CA certificate for an HTTPS server with a private CA")
-    a.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    api_options(a)
     asub = a.add_subparsers(dest="admin_command", metavar="COMMAND")
     asub.required = True
 
     def cmd(name: str, help_: str, fn: Any, parent: Sub = asub) -> argparse.ArgumentParser:
-        c = parent.add_parser(name, help=help_)
-        c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
-        c.set_defaults(handler=_admin(fn))
-        return c
+        return api_command(parent, name, help_, fn)
 
     cmd("whoami", "who the token belongs to", lambda c, a: c.call("GET", "/api/v1/me"))
 
@@ -189,6 +182,25 @@ def register(sub: Sub) -> None:
         lambda cl, a: cl.call("POST", "/api/v1/server-keys/rotate"), sk)
 
 
+def api_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of a command group acting through the API: which server, and ``--json``."""
+    from server.client import add_server_options
+
+    add_server_options(parser)
+    parser.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+
+
+def api_command(parent: Sub, name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
+    """Add subcommand ``name``: it calls ``fn(client, args)`` through the API and prints what that returns.
+
+    ``--json`` is taken after the subcommand's name too; it does not reset one given before it.
+    """
+    c = parent.add_parser(name, help=help_)
+    c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
+    c.set_defaults(handler=_admin(fn))
+    return c
+
+
 # -- handlers -------------------------------------------------------------------------------------
 
 
@@ -229,10 +241,9 @@ def validate_config(args: argparse.Namespace) -> int:
 
 def _admin(fn: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
-        from server.client import resolve_client
+        from server.client import client_from_args
 
-        client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
-        result = fn(client, args)
+        result = fn(client_from_args(args), args)
         _print(result, getattr(args, "as_json", False))
         return 0
 

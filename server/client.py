@@ -7,6 +7,7 @@ any other token.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import ssl
@@ -65,6 +66,19 @@ class ApiClient:
             except (ValueError, AttributeError):
                 return ApiError(f"HTTP {exc.code} from {self.url}", status=exc.code)
         return ApiError(f"cannot reach the server at {self.url}: {exc.reason}", code="unreachable")
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--server``, ``--token``, ``--data-dir`` and ``--cacert``: which server a command talks to."""
+    parser.add_argument("--server", help="API base URL")
+    parser.add_argument("--token", help="API token")
+    parser.add_argument("--data-dir", help="data dir of a local server (its URL and admin token)")
+    parser.add_argument("--cacert", help="CA certificate for an HTTPS server with a private CA")
+
+
+def client_from_args(args: argparse.Namespace) -> ApiClient:
+    """The client that the options of :func:`add_server_options` name, as :func:`resolve_client` picks it."""
+    return resolve_client(args.server, args.token, args.data_dir, args.cacert)
 
 
 def resolve_client(server: str | None, token: str | None, data_dir: str | None, cafile: str | None) -> ApiClient:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     Sub = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -18,18 +18,13 @@ if TYPE_CHECKING:
 
 def register(sub: Sub) -> None:
     """Add ``stats``, ``hold``, ``retention`` and ``unit``."""
-    from server.cases_cli import _connection, _query
-    from server.cli import _admin
-
-    def cmd(parent: Sub, name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
-        c = parent.add_parser(name, help=help_)
-        c.add_argument("--json", action="store_true", dest="as_json", default=argparse.SUPPRESS, help="print JSON")
-        c.set_defaults(handler=_admin(fn))
-        return c
+    from server.cases_cli import _query
+    from server.cli import api_command as cmd
+    from server.cli import api_options
 
     def group(name: str, help_: str) -> Sub:
         p = sub.add_parser(name, help=help_)
-        _connection(p)
+        api_options(p)
         g = p.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
         g.required = True
         return g
@@ -77,7 +72,7 @@ def register(sub: Sub) -> None:
                         description="Recordings, hours, steps requiring recording and the share covered, findings "
                                     "by code, upload delay percentiles and device uptime, per month; or the yearly "
                                     "public summary (aggregates only) as a file ready to publish.")
-    _connection(st)
+    api_options(st)
     st.add_argument("--dimension", choices=("unit", "officer", "device"), default="unit")
     st.add_argument("--since", help="from this time (ISO 8601 or ms; default 12 months ago)")
     st.add_argument("--until", help="until this time (ISO 8601 or ms; default now)")
@@ -90,10 +85,10 @@ def register(sub: Sub) -> None:
 def run_stats(args: argparse.Namespace) -> int:
     """``custody stats``."""
     from server.cases_cli import _query, parse_time
-    from server.client import resolve_client
+    from server.client import client_from_args
     from server.services.stats import to_csv
 
-    client = resolve_client(args.server, args.token, args.data_dir, args.cacert)
+    client = client_from_args(args)
     if args.public_summary is not None:
         text = json.dumps(client.call("GET", f"/api/v1/stats/public/{args.public_summary}"), ensure_ascii=False,
                           indent=2) + "\n"

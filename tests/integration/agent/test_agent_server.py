@@ -6,13 +6,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from agent.device import DeviceAgent
 from agent.media.config import MediaConfig
 from custody.clock import FakeClock
 from server.app import RunningServer, start_server
+from tests.helpers.agent_server import delivered_entries, enrollment_token, record_and_drain, server_entries
 from tests.integration.server.conftest import server_config
 
 pytestmark = pytest.mark.integration
@@ -27,18 +27,6 @@ async def live_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     await srv.stop()
 
 
-async def enrollment_token(srv: RunningServer) -> str:
-    admin = srv.services.datadir.admin_token.read_text().strip()
-    async with aiohttp.ClientSession() as s, s.post(srv.url + "/api/v1/enrollment-tokens", json={},
-                                                    headers={"Authorization": f"Bearer {admin}"}) as r:
-        assert r.status == 201, await r.text()
-        return str((await r.json())["token"])
-
-
-async def server_entries(srv: RunningServer, device_id: str) -> list[dict[str, object]]:
-    return await srv.services.ingest.list_entries(device_id, 0, 10_000)
-
-
 async def test_recordings_upload_while_recording_and_every_chunk_gets_a_receipt(
     live_server: RunningServer, tmp_path: Path
 ) -> None:
@@ -47,22 +35,9 @@ async def test_recordings_upload_while_recording_and_every_chunk_gets_a_receipt(
     await agent.open()
     await agent.enroll(await enrollment_token(live_server))
     await agent.connect(mqtt=False)
-    assert agent.uploader is not None
-    await agent.arm()
-    recorder = agent.recorder
-    assert recorder is not None
-    for i in range(3):
-        await agent.start_recording(reason=f"test-{i}")
-        await recorder.wait_media_ms((i + 1) * 8_000)
-        await agent.stop_recording(reason=f"test-{i}")
-    assert await agent.uploader.drained()
+    await record_and_drain(agent, "test-0", "test-1", "test-2", media_ms=8_000)
     assert agent.buffer.entries() == []  # every local copy freed after its receipt
-    head = agent.buffer.head_seq
-    assert head is not None
-    entries = await server_entries(live_server, agent.device_id)
-    # Every entry the agent committed is on the server, verified, exactly once, in sequence.
-    assert [e["seq"] for e in entries] == list(range(head + 1))
-    assert {e["state"] for e in entries} == {"verified"}
+    entries = await delivered_entries(live_server, agent)
     events = [(e["event"], e["recording_id"]) for e in entries if e["kind"] == "event"]
     assert [ev for ev, _ in events] == ["start", "stop"] * 3
     # Pre-event footage of the first recording (2 s) came before the live chunks.
@@ -111,14 +86,8 @@ async def test_a_receipt_that_freed_its_entry_is_not_checked_again(
     try:
         await agent.enroll(await enrollment_token(live_server))
         await agent.connect(mqtt=False)
+        await record_and_drain(agent, "test", media_ms=3_000)
         assert agent.uploader is not None and agent.client is not None
-        await agent.arm()
-        recorder = agent.recorder
-        assert recorder is not None
-        await agent.start_recording(reason="test")
-        await recorder.wait_media_ms(3_000)
-        await agent.stop_recording(reason="test")
-        assert await agent.uploader.drained()
         head = agent.buffer.head_seq
         assert head is not None
         receipt = str((await agent.client.entry(head))["receipt"]).encode("ascii")

@@ -14,7 +14,7 @@ from agent.device import DeviceAgent
 from agent.media.config import MediaConfig
 from custody.clock import FakeClock
 from server.app import RunningServer, start_server
-from tests.integration.agent.test_agent_server import enrollment_token, server_entries
+from tests.helpers.agent_server import delivered_entries, enrollment_token, record_and_drain
 from tests.integration.server.conftest import server_config
 from tests.services.ports import LOOPBACK, free_port
 
@@ -71,18 +71,8 @@ async def test_an_agent_delivers_through_its_fallback_server(live_server: Runnin
     await agent.open()
     await agent.enroll(await enrollment_token(live_server))
     await agent.connect(mqtt=False, api_url=dead_url(), fallback_urls=[live_server.url])
-    assert agent.uploader is not None and agent.client is not None
-    await agent.arm()
-    recorder = agent.recorder
-    assert recorder is not None
-    await agent.start_recording(reason="failover")
-    await recorder.wait_media_ms(4_000)
-    await agent.stop_recording(reason="failover")
-    assert await agent.uploader.drained()
+    await record_and_drain(agent, "failover", media_ms=4_000)
+    assert agent.client is not None
     assert agent.client.api_url == live_server.url
-    head = agent.buffer.head_seq
-    assert head is not None
-    entries = await server_entries(live_server, agent.device_id)
-    assert [e["seq"] for e in entries] == list(range(head + 1))
-    assert {e["state"] for e in entries} == {"verified"}
+    await delivered_entries(live_server, agent)
     await agent.close()

@@ -1,6 +1,7 @@
 """Fixtures of the server integration tests: a real server on a free loopback port, on SQLite with
 the local store, or on real PostgreSQL with the real S3 endpoint (LocalStack), both from the shared
-fixtures in tests/conftest.py (``postgres_db``, ``s3``, ``s3_bucket``)."""
+fixtures in tests/conftest.py (``postgres_db``, ``s3``, ``s3_bucket``); ``mq_server`` is one whose MQTT side
+uses the test's Mosquitto; ``s3_store`` is the server's S3 store alone, on a bucket of its own."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 
 from custody.clock import FakeClock
 from server.app import RunningServer, start_server
-from server.config import ServerConfig, load_config
+from server.config import S3Config, Secret, ServerConfig, load_config
+from server.storage.s3 import S3Store
 from tests.helpers.device import Reply, SimDevice
+from tests.helpers.device_mqtt import wait_for
+from tests.services.mosquitto import MosquittoBroker
 from tests.services.s3 import LocalStackS3
 
 BACKENDS = ("sqlite-local", "postgres-s3")
@@ -38,6 +42,13 @@ def server_config(data_dir: Path, *, database_url: str | None = None, s3: LocalS
     return load_config(None, env={}, overrides=values)
 
 
+def make_s3_store(s3: LocalStackS3, bucket: str, clock: FakeClock) -> S3Store:
+    """The server's S3 store on the shared LocalStack, one day of COMPLIANCE retention (not yet started)."""
+    return S3Store(S3Config(endpoint_url=s3.endpoint_url, bucket=bucket, region=s3.region,
+                            access_key_id=s3.access_key, secret_access_key=Secret(s3.secret_key), retention_days=1),
+                   clock)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake clock starting at the real time (S3 checks presigned URLs against its own clock)."""
@@ -45,9 +56,28 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+async def s3_store(s3: LocalStackS3, s3_bucket: str, clock: FakeClock) -> AsyncIterator[S3Store]:
+    """A started S3 store on a fresh Object Lock bucket of its own, closed after the test."""
+    store = make_s3_store(s3, s3_bucket, clock)
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
 async def server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[RunningServer]:
     """A server on SQLite and the local store."""
     srv = await start_server(server_config(tmp_path / "data"), clock)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def mq_server(tmp_path: Path, clock: FakeClock, mosquitto: MosquittoBroker) -> AsyncIterator[RunningServer]:
+    """A server on SQLite whose MQTT side uses the test's Mosquitto, its link up."""
+    overrides: dict[str, Any] = {"mqtt.url": mosquitto.url}
+    srv = await start_server(server_config(tmp_path / "data", **overrides), clock)
+    await wait_for(lambda: srv.mqtt.link is not None and srv.mqtt.link.connected.is_set(), what="link up")
     yield srv
     await srv.stop()
 
@@ -130,3 +160,9 @@ def admin(server: RunningServer, session: aiohttp.ClientSession, admin_token: st
 def any_admin(any_server: RunningServer, session: aiohttp.ClientSession) -> Api:
     """Admin API client of ``any_server``."""
     return Api(any_server.url, session, any_server.services.datadir.admin_token.read_text().strip())
+
+
+@pytest.fixture
+def mq_admin(mq_server: RunningServer, session: aiohttp.ClientSession) -> Api:
+    """Admin API client of ``mq_server``."""
+    return Api(mq_server.url, session, mq_server.services.datadir.admin_token.read_text().strip())

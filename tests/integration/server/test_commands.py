@@ -9,42 +9,24 @@ push assign_officer; who may send what.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from agent.commands import CommandGate, SeenCommands
 from custody.clock import FakeClock
 from protocol.envelope import Envelope
 from protocol.messages import Command
-from server.app import RunningServer, start_server
+from server.app import RunningServer
 from tests.helpers.device import SimDevice
 from tests.helpers.device_mqtt import DeviceMqtt, eventually, wait_for
-from tests.integration.server.conftest import Api, server_config
+from tests.integration.server.conftest import Api
 from tests.services.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration
 
 DAY = 86_400_000
-
-
-@pytest.fixture
-async def mq_server(tmp_path: Path, clock: FakeClock, mosquitto: MosquittoBroker) -> AsyncIterator[RunningServer]:
-    """A server whose MQTT side uses the test's Mosquitto."""
-    overrides: dict[str, Any] = {"mqtt.url": mosquitto.url}
-    srv = await start_server(server_config(tmp_path / "data", **overrides), clock)
-    await wait_for(lambda: srv.mqtt.link is not None and srv.mqtt.link.connected.is_set(), what="link up")
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-def mq_admin(mq_server: RunningServer, session: aiohttp.ClientSession) -> Api:
-    """Admin client of ``mq_server``."""
-    return Api(mq_server.url, session, mq_server.services.datadir.admin_token.read_text().strip())
 
 
 def gate_for(device: SimDevice, clock: FakeClock, tmp_path: Path) -> CommandGate:

@@ -9,7 +9,6 @@ and logged while the server carries on; a broker restarted without persistence i
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,6 @@ from tests.integration.server.conftest import Api, server_config
 from tests.services.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def mq_server(tmp_path: Path, clock: FakeClock, mosquitto: MosquittoBroker) -> AsyncIterator[RunningServer]:
-    """A server on SQLite whose MQTT side uses the test's Mosquitto."""
-    overrides: dict[str, Any] = {"mqtt.url": mosquitto.url}
-    srv = await start_server(server_config(tmp_path / "data", **overrides), clock)
-    await wait_for(lambda: srv.mqtt.link is not None and srv.mqtt.link.connected.is_set(), what="link up")
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-def mq_admin(mq_server: RunningServer, session: aiohttp.ClientSession) -> Api:
-    """Admin client of ``mq_server``."""
-    return Api(mq_server.url, session, mq_server.services.datadir.admin_token.read_text().strip())
 
 
 def open_receipt(raw: bytes, server: RunningServer) -> Receipt:

@@ -13,12 +13,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from custody.clock import FakeClock
-from server.config import S3Config, Secret
 from server.storage.base import FootageStore, ObjectExists, object_key
 from server.storage.local import LocalStore
 from server.storage.s3 import S3Store
 from tests.helpers.grants import store_test_grant
-from tests.services.s3 import LocalStackS3
+from tests.integration.server.conftest import make_s3_store
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +25,12 @@ GRANT = store_test_grant()
 DEVICE = "a" * 24
 
 
-def s3_store(s3: LocalStackS3, bucket: str, clock: FakeClock) -> S3Store:
-    """The server's S3 store on the shared LocalStack, one day of COMPLIANCE retention."""
-    return S3Store(S3Config(endpoint_url=s3.endpoint_url, bucket=bucket, region=s3.region,
-                            access_key_id=s3.access_key, secret_access_key=Secret(s3.secret_key), retention_days=1),
-                   clock)
-
-
 @pytest.fixture(params=["local", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[FootageStore]:
     if request.param == "local":
         st: FootageStore = LocalStore(tmp_path / "footage", base_url="http://127.0.0.1:1", upload_secret=b"k" * 32)
     else:
-        st = s3_store(request.getfixturevalue("s3"), request.getfixturevalue("s3_bucket"), clock)
+        st = make_s3_store(request.getfixturevalue("s3"), request.getfixturevalue("s3_bucket"), clock)
     await st.start()
     yield st
     await st.close()
@@ -69,34 +61,28 @@ async def test_write_once(store: FootageStore) -> None:
         assert got.store_sha256 == sha
 
 
-async def test_s3_enforces_lock_checksum_and_signed_headers(s3: LocalStackS3, s3_bucket: str,
-                                                            clock: FakeClock) -> None:
-    store = s3_store(s3, s3_bucket, clock)
-    await store.start()
-    try:
-        data = os.urandom(4096)
-        sha = hashlib.sha256(data).hexdigest()
-        key = object_key(DEVICE, 1, sha)
-        target = store.upload_target(key, sha, len(data), clock.now_ms(), 300)
-        assert target.headers["x-amz-object-lock-mode"] == "COMPLIANCE"
-        async with aiohttp.ClientSession() as s:
-            # Other bytes with the signed checksum: refused by S3 itself.
-            async with s.put(target.url, data=os.urandom(4096), headers=target.headers) as r:
-                assert r.status == 400
-                assert b"BadDigest" in await r.read()
-            # Without the lock headers the signature does not match: refused.
-            plain = {k: v for k, v in target.headers.items() if not k.startswith("x-amz-object-lock")}
-            async with s.put(target.url, data=data, headers=plain) as r:
-                assert r.status == 403
-            async with s.put(target.url, data=data, headers=target.headers) as r:
-                assert r.status == 200, await r.read()
-        stored = await store.get(key, GRANT)
-        assert stored is not None
-        assert stored.data == data
-        assert stored.lock_mode == "COMPLIANCE"
-        versions = store.client.list_object_versions(Bucket=store.bucket, Prefix=key)["Versions"]
-        with pytest.raises(ClientError):
-            store.client.delete_object(Bucket=store.bucket, Key=key, VersionId=versions[0]["VersionId"])
-        assert (await store.get(key, GRANT)) is not None
-    finally:
-        await store.close()
+async def test_s3_enforces_lock_checksum_and_signed_headers(s3_store: S3Store, clock: FakeClock) -> None:
+    data = os.urandom(4096)
+    sha = hashlib.sha256(data).hexdigest()
+    key = object_key(DEVICE, 1, sha)
+    target = s3_store.upload_target(key, sha, len(data), clock.now_ms(), 300)
+    assert target.headers["x-amz-object-lock-mode"] == "COMPLIANCE"
+    async with aiohttp.ClientSession() as s:
+        # Other bytes with the signed checksum: refused by S3 itself.
+        async with s.put(target.url, data=os.urandom(4096), headers=target.headers) as r:
+            assert r.status == 400
+            assert b"BadDigest" in await r.read()
+        # Without the lock headers the signature does not match: refused.
+        plain = {k: v for k, v in target.headers.items() if not k.startswith("x-amz-object-lock")}
+        async with s.put(target.url, data=data, headers=plain) as r:
+            assert r.status == 403
+        async with s.put(target.url, data=data, headers=target.headers) as r:
+            assert r.status == 200, await r.read()
+    stored = await s3_store.get(key, GRANT)
+    assert stored is not None
+    assert stored.data == data
+    assert stored.lock_mode == "COMPLIANCE"
+    versions = s3_store.client.list_object_versions(Bucket=s3_store.bucket, Prefix=key)["Versions"]
+    with pytest.raises(ClientError):
+        s3_store.client.delete_object(Bucket=s3_store.bucket, Key=key, VersionId=versions[0]["VersionId"])
+    assert (await s3_store.get(key, GRANT)) is not None

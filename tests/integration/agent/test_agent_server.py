@@ -45,6 +45,7 @@ async def test_recordings_upload_while_recording_and_every_chunk_gets_a_receipt(
     assert len(chunks) >= 3 * 5
     # After the first announce answer said so, chunks went in one request with their manifest
     # (only those already in flight before that answer were announced first).
+    assert agent.uploader is not None
     assert agent.uploader.stats.direct >= len(chunks) - agent.uploader.concurrency
     await agent.close()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,12 @@ class LogService:
         """Append ``leaf`` in the caller's transaction (idempotent per ``subject``)."""
         index, new = await tree.append_leaf(conn, leaf.KIND, subject, leaf.to_bytes(), self.clock.now_ms())
         return Appended(index, index + 1, new)
+
+    async def append_many(self, conn: AsyncConnection, leaves: Sequence[tuple[AnyLeaf, str]]) -> list[Appended]:
+        """Append ``(leaf, subject)`` pairs in order, in the caller's transaction, under one sequencer lock."""
+        placed = await tree.append_leaves(conn, [(leaf.KIND, subject, leaf.to_bytes()) for leaf, subject in leaves],
+                                          self.clock.now_ms())
+        return [Appended(index, index + 1, new) for index, new in placed]
 
     async def append_now(self, leaf: AnyLeaf, subject: str) -> Appended:
         """Append ``leaf`` in a transaction of its own."""

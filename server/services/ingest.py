@@ -15,6 +15,7 @@ used sequence number is refused and kept aside in ``conflicts`` as evidence.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 from collections.abc import Callable
@@ -92,8 +93,11 @@ _DEVICE_AND_KEY = (
     .with_for_update(of=devices)
 )
 _ENTRY = sa.select(entries).where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
-_ENTRY_LOCKED = _ENTRY.with_for_update()
-_DEVICE_LOCKED = sa.select(devices.c.id).where(devices.c.id == _b("b_device")).with_for_update()
+#: Conclusions lock their devices and entries in one statement each, in key order.
+_DEVICES_LOCKED = (sa.select(devices.c.id).where(devices.c.id.in_(_b("b_devices", expanding=True)))
+                   .order_by(devices.c.id).with_for_update())
+_ENTRIES_LOCKED = (sa.select(entries).where(sa.tuple_(entries.c.device_id, entries.c.seq).in_(
+    _b("b_keys", expanding=True))).order_by(entries.c.device_id, entries.c.seq).with_for_update())
 #: An entry with its signing key, and the entry before it (for the chain link): one trip.
 _ENTRY_KEY_BEFORE = (
     sa.select(entries, device_keys.c.alg, device_keys.c.public_key)
@@ -118,6 +122,10 @@ _RECEIPTED = devices.update().where(
     devices.c.id == _b("b_device"), sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < _b("b_seq")))
 _DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
     entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
+
+
+#: Conclusions committed together at most (server/services/ingest.py, IngestService._conclude).
+CONCLUDE_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -153,6 +161,21 @@ class IngestResult:
         }
 
 
+@dataclass(slots=True)
+class _Conclusion:
+    """A checked chunk waiting for its group's transaction."""
+
+    row: Any
+    steps: Checklist
+    actual: str
+    media_json: dict[str, Any] | None
+    done: asyncio.Future[IngestResult]
+
+
+#: The outcome slot of a chunk whose receipt waits for the group's log append.
+_UNLOGGED = RuntimeError("receipt not made yet")
+
+
 def _parse(body: bytes) -> tuple[Envelope, ChunkManifest | RecordingEvent]:
     try:
         envelope = Envelope.from_bytes(body)
@@ -179,6 +202,10 @@ class IngestService:
         self.log: LogService | None = None
         # The integrity-duty access grant for reading stored bytes (server/services/access.py).
         self.read_grant: AccessGrant | None = None
+        self._conclusions: list[_Conclusion] = []  # checked chunks waiting for a transaction
+        self._committer: asyncio.Task[None] | None = None
+        #: How many groups of each size were committed (for tests and benchmarks).
+        self.group_sizes: collections.Counter[int] = collections.Counter()
 
     def _receipted_now(self, device_id: str, receipt: bytes | None) -> None:
         if receipt is None:
@@ -428,19 +455,26 @@ class IngestService:
 
     async def _sign_receipt(self, conn: AsyncConnection, device_id: str, seq: int, h: str, key: str,
                             stored_sha256: str | None, now: int) -> bytes:
-        # -- transparency log (issue 7): log the accepted entry in this transaction, last, so the
+        return (await self._sign_receipts(conn, [(device_id, seq, h, key, stored_sha256)], now))[0]
+
+    async def _sign_receipts(self, conn: AsyncConnection, accepted: list[tuple[str, int, str, str, str | None]],
+                             now: int) -> list[bytes]:
+        """Log accepted entries ``(device, seq, entry hash, object key, stored sha256)`` and sign their receipts."""
+        # -- transparency log (issue 7): log the accepted entries in this transaction, last, so the
         # sequencer lock is held only until the commit that follows.
-        log_index = tree_size = None
+        placed: list[tuple[int | None, int | None]] = [(None, None)] * len(accepted)
         if self.log is not None:
-            appended = await self.log.append(conn, EntryLeaf(
-                v=1, leaf="entry", device_id=device_id, seq=seq, entry_hash=h, stored_sha256=stored_sha256,
-                time_ms=now), f"entry:{device_id}:{seq}")
-            log_index, tree_size = appended.index, appended.tree_size
+            appended = await self.log.append_many(conn, [
+                (EntryLeaf(v=1, leaf="entry", device_id=device_id, seq=seq, entry_hash=h,
+                           stored_sha256=stored_sha256, time_ms=now), f"entry:{device_id}:{seq}")
+                for device_id, seq, h, _, stored_sha256 in accepted])
+            placed = [(a.index, a.tree_size) for a in appended]
         # -- end transparency log
-        receipt = Receipt(v=1, device_id=device_id, seq=seq, entry_hash=h, object_key=key,
-                          stored_sha256=stored_sha256, server_time_ms=now, log_index=log_index, tree_size=tree_size,
-                          server_key_id=self.keyring.current.key_id)
-        return self.keyring.sign(receipt).raw
+        return [self.keyring.sign(Receipt(
+            v=1, device_id=device_id, seq=seq, entry_hash=h, object_key=key, stored_sha256=stored_sha256,
+            server_time_ms=now, log_index=log_index, tree_size=tree_size,
+            server_key_id=self.keyring.current.key_id)).raw
+            for (device_id, seq, h, key, stored_sha256), (log_index, tree_size) in zip(accepted, placed, strict=True)]
 
     async def _receipted(self, conn: AsyncConnection, device_id: str, seq: int) -> None:
         await conn.execute(_RECEIPTED, {"b_device": device_id, "b_seq": seq, "receipted_seq": seq})
@@ -643,52 +677,134 @@ class IngestService:
 
     async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None
                         ) -> IngestResult:
+        """Record a checklist's outcome: the receipt, or the rejection (raised as Unprocessable) and its finding.
+
+        Conclusions are group-committed: those waiting when a transaction starts share it (one
+        sequencer lock and one log append for them all, each statement once with their rows), so
+        the database work per chunk falls as load rises, and nothing waits when there is no load.
+        """
+        key = (row.device_id, row.seq)
+        waiting = next((c for c in self._conclusions if (c.row.device_id, c.row.seq) == key), None)
+        if waiting is not None:  # the same chunk twice at once (a retry): one conclusion answers both
+            return await asyncio.shield(waiting.done)
+        pending = _Conclusion(row, steps, actual, media_json, asyncio.get_running_loop().create_future())
+        self._conclusions.append(pending)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_conclusions(), name="ingest-conclusions")
+        return await pending.done
+
+    async def _commit_conclusions(self) -> None:
+        """Commit waiting conclusions in groups until none wait; after each commit, the receipts go out."""
+        batch: list[_Conclusion] = []
+        try:
+            while self._conclusions:
+                batch = self._conclusions[:CONCLUDE_BATCH]
+                del self._conclusions[:CONCLUDE_BATCH]
+                self.group_sizes[len(batch)] += 1
+                try:
+                    outcomes = await self._conclude_group(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        outcomes = [exc]
+                    else:  # one chunk's failure must not fail the others: each again, on its own
+                        log.warning("group of %d conclusions failed (%s); concluding each alone", len(batch), exc)
+                        outcomes = []
+                        for one in batch:
+                            try:
+                                outcomes += await self._conclude_group([one])
+                            except Exception as exc1:
+                                outcomes.append(exc1)
+                for pending, outcome in zip(batch, outcomes, strict=True):
+                    await self._after_conclusion(pending, outcome)
+                batch = []
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for pending in batch + self._conclusions:
+                if not pending.done.done():
+                    pending.done.cancel()
+            self._conclusions.clear()
+            raise
+
+    async def _after_conclusion(self, pending: _Conclusion, outcome: tuple[IngestResult, bool] | Exception) -> None:
+        if isinstance(outcome, Exception):
+            if not pending.done.done():
+                pending.done.set_exception(outcome)
+            return
+        result, fresh = outcome
+        if fresh:
+            row = pending.row
+            try:
+                await self.store.seal(row.object_key)
+            except Exception as exc:  # committed and receipted; the request reports the failure
+                log.exception("sealing %s failed", row.object_key)
+                if not pending.done.done():
+                    pending.done.set_exception(exc)
+                return
+            finally:
+                self._receipted_now(row.device_id, result.receipt)
+                if self.decode_queue is not None and self.config.decode_after_receipt:
+                    self.decode_queue.put_nowait((row.device_id, row.seq))
+        if not pending.done.done():
+            pending.done.set_result(result)
+
+    async def _conclude_group(self, group: list[_Conclusion]) -> list[tuple[IngestResult, bool] | Exception]:
+        """One transaction for ``group`` (one conclusion per chunk): (result, newly receipted) or the
+        Unprocessable of each, in order."""
         now = self.clock.now_ms()
-        failed = steps.failed
-        verification = steps.to_json()
-        if media_json is not None:
-            verification.append({"media": media_json})
-        where = {"b_device": row.device_id, "b_seq": row.seq}
+        keys = [(c.row.device_id, c.row.seq) for c in group]
+        outcomes: list[tuple[IngestResult, bool] | Exception] = []
+        verified: list[tuple[int, Any, dict[str, Any]]] = []  # (outcome slot, entry row, entry update)
         async with self.db.write() as conn:
-            # Locks in announce's order (device, then entry, then the log's sequencer): the receipt
+            # Locks in announce's order (devices, then entries, then the log's sequencer): the receipt
             # below updates the device row after the log append, and taking it only then deadlocked
             # with an event announced for the same device (which holds the device and waits for the
-            # sequencer), stalling the whole log until PostgreSQL broke the tie.
-            await conn.execute(_DEVICE_LOCKED, where)
-            current = (await conn.execute(_ENTRY_LOCKED, where)).one()
-            if current.state == ChunkState.VERIFIED:  # another request won the race: same receipt
-                return self._result(current, created=False)
-            state = ChunkState(current.state)
-            if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
-                state = advance(state, ChunkEvent.UPLOAD)
-            if failed is not None:
+            # sequencer). Devices in id order, so two groups never wait for each other in a circle.
+            await conn.execute(_DEVICES_LOCKED, {"b_devices": sorted({d for d, _ in keys})})
+            current = {(r.device_id, r.seq): r for r in
+                       (await conn.execute(_ENTRIES_LOCKED, {"b_keys": sorted(keys)})).all()}
+            for c, key in zip(group, keys, strict=True):
+                row = current[key]
+                if row.state == ChunkState.VERIFIED:  # another request won the race: the same receipt
+                    outcomes.append((self._result(row, created=False), False))
+                    continue
+                failed = c.steps.failed
+                verification = c.steps.to_json()
+                if c.media_json is not None:
+                    verification.append({"media": c.media_json})
+                state = ChunkState(row.state)
+                if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
+                    state = advance(state, ChunkEvent.UPLOAD)
+                where = {"b_device": row.device_id, "b_seq": row.seq}
+                if failed is None:
+                    state = advance(state, ChunkEvent.VERIFY)
+                    verified.append((len(outcomes), row, where | {
+                        "state": state.value, "uploaded_ms": row.uploaded_ms or now, "verified_ms": now,
+                        "stored_sha256": c.actual, "verification": verification}))
+                    outcomes.append(_UNLOGGED)  # its receipt, once the group is logged
+                    continue
                 state = advance(state, ChunkEvent.REJECT)
                 await conn.execute(_UPDATE_ENTRY, where | {
-                    "state": state.value, "uploaded_ms": current.uploaded_ms or now, "verification": verification})
+                    "state": state.value, "uploaded_ms": row.uploaded_ms or now, "verification": verification})
                 await open_finding(conn, F.CHUNK_VERIFY_FAILED, row.device_id,
                                    f"seq {row.seq} failed step ({failed.number}) {failed.title}: {failed.detail}",
                                    {"seq": row.seq, "step": failed.number, "detail": failed.detail,
-                                    "stored_sha256": actual}, now, device_id=row.device_id, seq=row.seq,
-                                   dedup_key=f"verify:{row.device_id}:{row.seq}:{actual}:{failed.number}")
-            else:
-                state = advance(state, ChunkEvent.VERIFY)
-                receipt = await self._sign_receipt(conn, row.device_id, row.seq, row.entry_hash, row.object_key, actual,
-                                                   now)
-                await conn.execute(_UPDATE_ENTRY, where | {
-                    "state": state.value, "uploaded_ms": current.uploaded_ms or now, "verified_ms": now,
-                    "stored_sha256": actual, "receipt": receipt, "verification": verification})
-                await self._receipted(conn, row.device_id, row.seq)
-                final = IngestResult(current.device_id, current.seq, current.kind, current.entry_hash, state.value,
-                                     current.trusted, receipt=receipt, steps=verification)
-        if failed is not None:
-            raise Unprocessable(f"seq {row.seq} failed verification step ({failed.number}) {failed.title}: "
-                                f"{failed.detail}", code="verification_failed", step=failed.number,
-                                steps=steps.to_json())
-        await self.store.seal(row.object_key)
-        self._receipted_now(row.device_id, bytes(final.receipt) if final.receipt is not None else None)
-        if self.decode_queue is not None and self.config.decode_after_receipt:
-            self.decode_queue.put_nowait((row.device_id, row.seq))
-        return final
+                                    "stored_sha256": c.actual}, now, device_id=row.device_id, seq=row.seq,
+                                   dedup_key=f"verify:{row.device_id}:{row.seq}:{c.actual}:{failed.number}")
+                outcomes.append(Unprocessable(
+                    f"seq {row.seq} failed verification step ({failed.number}) {failed.title}: {failed.detail}",
+                    code="verification_failed", step=failed.number, steps=c.steps.to_json()))
+            if verified:
+                receipts = await self._sign_receipts(conn, [
+                    (row.device_id, row.seq, row.entry_hash, row.object_key, update["stored_sha256"])
+                    for _, row, update in verified], now)
+                updates = [update | {"receipt": receipt} for (_, _, update), receipt in zip(verified, receipts,
+                                                                                           strict=True)]
+                await conn.execute(_UPDATE_ENTRY, updates)
+                await conn.execute(_RECEIPTED, [{"b_device": row.device_id, "b_seq": row.seq,
+                                                 "receipted_seq": row.seq} for _, row, _ in verified])
+                for (slot, row, update), receipt in zip(verified, receipts, strict=True):
+                    outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, update["state"],
+                                                   row.trusted, receipt=receipt, steps=update["verification"]), True)
+        return outcomes
 
     # -- reads -------------------------------------------------------------------------------
 

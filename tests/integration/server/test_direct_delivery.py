@@ -10,15 +10,24 @@ to announcing.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import collections
+import dataclasses
 import hashlib
+import json
+from typing import Any
 
 import pytest
 
 from custody.clock import FakeClock
 from protocol.canonical import b64e
+from protocol.envelope import Envelope
 from protocol.keys import SigningKey
+from protocol.messages import ChunkManifest
 from server.app import RunningServer
-from tests.helpers.media import make_chunk
+from tests.helpers.device import SimDevice
+from tests.helpers.media import Chunk, make_chunk
 from tests.integration.server.conftest import Api
 from tests.integration.server.test_ingest import findings, open_receipt
 
@@ -141,3 +150,57 @@ async def test_an_s3_server_sends_the_device_back_to_announcing(any_server: Runn
     else:
         assert start.json["direct_upload"] is True
         assert reply.status == 201, reply.body
+
+
+async def test_concurrent_chunks_are_concluded_in_groups(any_server: RunningServer, any_admin: Api,
+                                                         clock: FakeClock) -> None:
+    """Chunks arriving together share a transaction and a log append; each keeps its own outcome."""
+    devices = [await any_admin.enroll(clock) for _ in range(4)]
+    for device in devices:
+        await device.announce(device.event("start"))
+    sent = []  # (device, manifest, chunk) for five chunks a device
+    for i in range(5):
+        for device in devices:
+            chunk = make_chunk(seed=i)
+            if device is devices[0] and i == 2:  # the manifest claims 5 s more than the media holds
+                chunk = dataclasses.replace(chunk, duration_ms=chunk.duration_ms + 5_000)
+            sent.append((device, device.manifest(chunk), chunk))
+    ingest = any_server.services.ingest
+
+    async def deliver(device: SimDevice, env: Envelope, chunk: Chunk) -> dict[str, Any]:
+        if any_server.services.store.direct_upload:
+            reply = await device.put_chunk(env, chunk.data)
+        else:
+            announced = await device.announce(env)
+            reply = await device.put(announced.json["upload"], chunk.data)
+            assert reply.status == 200, reply.body  # S3 answers its own XML; verify for the receipt
+            reply = await device.verify(ChunkManifest.peek(env).seq)
+            if reply.status == 422:
+                return {"state": "rejected", "code": reply.code}
+        assert reply.status in (200, 201), reply.body
+        answer: dict[str, Any] = reply.json
+        return answer
+
+    groups_before = collections.Counter(ingest.group_sizes)
+    # Every chunk, and seq 1 of the second device twice at once (a retry racing its original).
+    answers = await asyncio.gather(*(deliver(*s) for s in sent), deliver(*sent[1]))
+    rejected = [a for a in answers if a["state"] == "rejected"]
+    assert len(rejected) == 1
+    receipts = [open_receipt(a["receipt"], any_server) for a in answers if a["state"] == "verified"]
+    assert len(receipts) == len(sent)  # 19 chunks and the repeat
+    assert answers[-1]["receipt"] == answers[1]["receipt"]
+    indexes = sorted({r.log_index for r in receipts if r.log_index is not None})
+    assert len(indexes) == len(sent) - 1  # every accepted entry once, the repeat at its original's
+    for r in receipts:
+        assert r.log_index is not None and r.tree_size == r.log_index + 1
+    # The log holds each accepted entry once, at the index its receipt names.
+    leaves = (await any_admin.ok("GET", f"/api/v1/log/leaves?start={indexes[0]}&end={indexes[-1] + 1}"))["leaves"]
+    by_index = {leaf["index"]: json.loads(base64.b64decode(leaf["leaf"])) for leaf in leaves}
+    for r in receipts:
+        logged = by_index[r.log_index]
+        assert (logged["leaf"], logged["device_id"], logged["seq"], logged["entry_hash"]) == (
+            "entry", r.device_id, r.seq, r.entry_hash)
+    assert await findings(any_admin, devices[0].device_id, "chunk.verification_failed")
+    # At least once, several conclusions shared one transaction.
+    grouped = collections.Counter(ingest.group_sizes) - groups_before
+    assert max(grouped) > 1, grouped

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from custody.clock import FakeClock
 from protocol.checkpoint import SignedNote
 from protocol.leaves import ExpiryLeaf
-from protocol.merkle import MemoryTree
+from protocol.merkle import MemoryTree, inclusion_proof
 from server.config import LogConfig
 from server.db.database import Database, database_url
 from server.db.schema import log_checkpoints
@@ -52,9 +52,22 @@ async def test_concurrent_appenders_share_one_tree(backend: str, tmp_path: Path,
                               time_ms=clock.now_ms())
 
         async def appender(i: int) -> list[int]:
-            out = []
-            for n in range(i, 120, len(services) * 2):
-                out.append((await services[n % len(services)].append_now(leaf(n), f"expiry:{n}")).index)
+            # Leaves one at a time and in groups of up to five (group-committed receipts append
+            # many under one lock); a group may repeat a subject, which must be appended once.
+            rng = random.Random(i)
+            todo, out = list(range(i, 120, len(services) * 2)), []
+            while todo:
+                size = rng.randint(1, 5)
+                group, todo = todo[:size], todo[size:]
+                service = services[group[0] % len(services)]
+                if len(group) == 1:
+                    out.append((await service.append_now(leaf(group[0]), f"expiry:{group[0]}")).index)
+                    continue
+                async with service.db.write() as conn:
+                    placed = await service.append_many(conn, [(leaf(n), f"expiry:{n}") for n in group + group[:1]])
+                assert [a.new for a in placed] == [True] * len(group) + [False]
+                assert placed[-1].index == placed[0].index
+                out += [a.index for a in placed[:-1]]
             return out
 
         results = await asyncio.gather(*(appender(i) for i in range(len(services) * 2)))
@@ -68,8 +81,10 @@ async def test_concurrent_appenders_share_one_tree(backend: str, tmp_path: Path,
         for item in await services[0].leaves(0, 1000):
             memory.append(base64.b64decode(item["leaf"]))
         async with dbs[0].read() as conn:
-            assert await tree.tree_root(conn, 120) == memory.root()
-            assert await tree.tree_root(conn, 77) == memory.root(77)
+            for size in (1, 2, 3, 7, 8, 77, 119, 120):
+                assert await tree.tree_root(conn, size) == memory.root(size)
+            for index in (0, 5, 64, 119):
+                assert await tree.tree_inclusion(conn, index, 120) == inclusion_proof(memory.node, index, 120)
     finally:
         for db in dbs:
             await db.close()

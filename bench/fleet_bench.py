@@ -342,7 +342,7 @@ class FleetReport:
     latencies_ms: list[float]
     loop_lag_ms: list[float]
     commit_lag_ms: list[float]
-    #: Round trips of the device's requests during the recording, by kind (announce, upload, verify).
+    #: Round trips of the device's requests during the recording, by kind (announce, deliver, upload, verify).
     requests_ms: dict[str, list[float]]
     retries: int
     refused: int
@@ -367,7 +367,7 @@ def fleet_process(plan: FleetPlan, conn: multiprocessing.connection.Connection) 
 
 
 def _time_requests(into: dict[str, list[float]]) -> None:
-    """Time the device's announce, upload and verify round trips (this process only: a measuring hook)."""
+    """Time the device's announce, deliver, upload and verify round trips (this process only: a measuring hook)."""
     from agent.client import ServerClient
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -380,7 +380,7 @@ def _time_requests(into: dict[str, list[float]]) -> None:
 
         return wrapper
 
-    for name in ("announce", "upload", "verify"):
+    for name in ("announce", "deliver", "upload", "verify"):
         setattr(ServerClient, name, timed(name, getattr(ServerClient, name)))
 
 

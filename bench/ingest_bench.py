@@ -1,8 +1,10 @@
 """Ingest throughput: verified 1 MiB chunks per second through the whole HTTP path, against a raw PUT.
 
-Full path, per chunk: signed announce (entry stored, upload target), PUT of the bytes, signed
-verify (hash, signature, chain, media check, receipt signed and stored), with the first-keyframe
-decode running after each receipt as in production. Baselines with the same bytes and
+Full path, per chunk, as agents deliver: with the local store one PUT of the bytes with their
+signed manifest (entry stored, bytes stored and verified, receipt signed and logged); with S3 a
+signed announce (entry stored, upload target), the presigned PUT and a signed verify (hash,
+signature, chain, media check, receipt). The first-keyframe decode runs after each receipt as in
+production. Baselines with the same bytes and
 concurrency: a bare aiohttp PUT handler writing each body to its own file with O_EXCL and fsync
 (same durability as the local store); for S3, bare presigned PUTs to the same endpoint.
 
@@ -158,8 +160,10 @@ class Run:
         return self.server_cpu / self.n * 1000
 
 
-async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int) -> Run:
-    """Deliver and verify devices * per_device chunks; wait for their first-keyframe decodes."""
+async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int, direct: bool) -> Run:
+    """Deliver and verify devices * per_device chunks; wait for their first-keyframe decodes.
+
+    ``direct``: each chunk in one request with its manifest (a server with the local store)."""
     clock = SystemClock()
     admin = {"Authorization": f"Bearer {server.token}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=devices * 2)) as session:
@@ -174,7 +178,7 @@ async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int) -
 
         async def device_loop(sim: SimDevice) -> None:
             for _ in range(per_device):
-                result = await sim.deliver(chunk)
+                result = await sim.deliver(chunk, direct=direct)
                 assert result["state"] == "verified"
 
         cpu0 = server.cpu
@@ -310,8 +314,9 @@ async def main() -> None:
                         s3=s3 if backend.endswith("s3") else None, bucket=bucket)
                     server = Child(_serve_custody, config)
                     try:
-                        await run_full(server, chunk, args.devices, 1)  # warm-up: connections, caches
-                        full_path = partial(run_full, server, chunk, args.devices, per_device)
+                        direct = backend.endswith("local")
+                        await run_full(server, chunk, args.devices, 1, direct)  # warm-up: connections, caches
+                        full_path = partial(run_full, server, chunk, args.devices, per_device, direct)
                         await compare(args.rounds, size,
                                       Series("raw aiohttp PUT to disk (fsync)"),
                                       partial(run_raw_disk, raw, chunk, args.devices, per_device),

@@ -175,11 +175,19 @@ class SimDevice:
         """Ask for verification."""
         return await self.request("POST", f"/api/v1/device/entries/{seq}/verify")
 
-    async def deliver(self, chunk: Chunk | None = None) -> dict[str, Any]:
-        """Announce, upload and verify the next chunk; return the verify answer."""
+    async def deliver(self, chunk: Chunk | None = None, *, direct: bool = False) -> dict[str, Any]:
+        """Announce, upload and verify the next chunk; return the verify answer.
+
+        ``direct``: in one request with its manifest, as agents do on a server with the local store.
+        """
         chunk = chunk or make_chunk()
         env = self.manifest(chunk)
         seq = self.seq - 1
+        if direct:
+            d = await self.put_chunk(env, chunk.data)
+            assert d.status in (200, 201), d.body
+            delivered: dict[str, Any] = d.json
+            return delivered
         a = await self.announce(env)
         assert a.status in (200, 201), a.body
         p = await self.put(a.json["upload"], chunk.data)

@@ -88,10 +88,17 @@ class DeviceMessages:
     async def _entry(self, device_id: str, payload: bytes) -> None:
         # device_id: the entry must be the topic's device's own, as over HTTP the signer's.
         result = await self.ingest.announce(payload, source="mqtt", device_id=device_id)
-        if not result.created and result.receipt is not None:
-            # The device announced again something already receipted: it has probably not seen the
-            # receipt (a new receipt was sent when it was made, by whichever path made it).
+        if not result.created and result.receipt is not None and (
+                result.verified_ms is None
+                or self.ingest.clock.now_ms() - result.verified_ms >= RECEIPT_RESEND_AFTER_MS):
+            # The device announced again something receipted a while ago: it has probably not seen
+            # the receipt (a new receipt was sent when it was made, by whichever path made it).
+            # A copy arriving sooner is the entry's own MQTT copy, overtaken by its bytes over HTTP.
             self.send_receipt(device_id, result.receipt)
+
+
+#: An entry's MQTT copy arriving within this of its receipt is late, not a device asking again.
+RECEIPT_RESEND_AFTER_MS = 10_000
 
 
 def receipt_topic(device_id: str) -> str:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -144,6 +145,13 @@ class IngestResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     #: The server takes chunks with their manifest in one PUT (:meth:`IngestService.deliver`).
     direct_upload: bool = False
+    #: When the receipt was made (server time, ms); None while there is none.
+    verified_ms: int | None = None
+    #: A chunk manifest just inserted: its row as written (with its key's ``alg`` and
+    #: ``public_key``) and the entry before it, so the request that inserted it can verify its
+    #: bytes without reading either back. Not part of the API answer.
+    inserted: Any = None
+    before: Any = None
 
     def to_json(self) -> dict[str, Any]:
         """API form; the receipt is the signed envelope's exact bytes as a string (they are ASCII JSON)."""
@@ -244,10 +252,10 @@ class IngestService:
                                   code="chunk_too_large")
         h = entry_hash(envelope.raw)
         now = self.clock.now_ms()
-        # A device announces over HTTP what it already published over MQTT: those repeats are
-        # answered from a read, without the write transaction a new entry needs. The same hash
-        # means the same signed bytes, whose signature was checked when they were stored.
-        repeat = await self._repeat(entry, h, kind) if source == "http" and not new else None
+        # Every entry comes twice (MQTT, and with its bytes over HTTP), and whichever is second is a
+        # repeat: answered from a read, without the write transaction a new entry needs. The same
+        # hash means the same signed bytes, whose signature was checked when they were stored.
+        repeat = await self._repeat(entry, h, kind) if not new else None
         if repeat is not None:
             return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
@@ -339,7 +347,7 @@ class IngestService:
         else:
             values.update(time_ms=entry.time_ms, event=entry.event)
         await conn.execute(_INSERT_ENTRY, values)
-        chain = await self._chain_checks(conn, entry, h, now)
+        chain, before = await self._chain_checks(conn, entry, h, now)
         await self._gaps(conn, device, entry.seq, now)
         await self._officer_checks(conn, entry, values["time_ms"], now)
         if not trusted:
@@ -367,17 +375,21 @@ class IngestService:
             return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.VERIFIED.value, trusted, created=True,
                                 receipt=receipt, steps=steps.to_json())
         # The row as just inserted (reading it back would cost a statement and say nothing new).
-        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True)
+        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True,
+                            inserted=SimpleNamespace(**values, uploaded_ms=None, alg=device.alg,
+                                                     public_key=device.public_key),
+                            before=before)
 
     def _result(self, row: Any, *, created: bool) -> IngestResult:
         return IngestResult(
             device_id=row.device_id, seq=row.seq, kind=row.kind, entry_hash=row.entry_hash, state=row.state,
             trusted=row.trusted, created=created, receipt=bytes(row.receipt) if row.receipt is not None else None,
-            steps=list(row.verification or []))
+            steps=list(row.verification or []), verified_ms=row.verified_ms)
 
     async def _chain_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
-                            now: int) -> tuple[str, str]:
-        """Link checks against the neighbours present now; returns step 3's outcome for this entry."""
+                            now: int) -> tuple[tuple[str, str], Any]:
+        """Link checks against the neighbours present now; returns step 3's outcome for this entry and
+        the entry before it (None when absent)."""
         dev, seq = entry.device_id, entry.seq
         rows = (await conn.execute(_NEIGHBOURS, {"b_device": dev, "b_seq": seq, "b_before": seq - 1,
                                                  "b_after": seq + 1, "b_prev": entry.prev})).all()
@@ -405,7 +417,7 @@ class IngestService:
             await open_finding(conn, F.CHAIN_FORK, dev, f"seq {seq} and seq {sibling} follow the same entry",
                                {"seq": seq, "other_seq": sibling, "prev": entry.prev}, now,
                                device_id=dev, seq=seq, dedup_key=f"fork:{dev}:{entry.prev}:{seq}")
-        return outcome
+        return outcome, before
 
     async def _gaps(self, conn: AsyncConnection, device: Any, seq: int, now: int) -> None:
         """Open a gap finding for sequence numbers skipped; close (and split) the one ``seq`` fills."""
@@ -541,19 +553,23 @@ class IngestService:
         h = entry_hash(envelope.raw)
         async with self.db.read() as conn:
             row, before = await self._entry_and_before(conn, device_id, seq)
+        signature_checked = False
         if row is None or row.entry_hash != h:
             try:
-                await self.announce(envelope.raw, source="http", new=True)
+                announced = await self.announce(envelope.raw, source="http", new=True)
             except (SignatureError, NotFound) as exc:
                 if exc.code not in ("bad_signature", "unknown_key", "wrong_key", "unknown_device",
                                     "unsupported_algorithm"):
                     raise
                 raise Unauthorized(f"the manifest does not authenticate this upload: {exc.message}",
                                    code=exc.code) from None
-            async with self.db.read() as conn:
-                row, before = await self._entry_and_before(conn, device_id, seq)
+            if announced.inserted is not None:  # inserted by this request: its row, as written
+                row, before, signature_checked = announced.inserted, announced.before, True
+            else:  # stored meanwhile by its MQTT copy
+                async with self.db.read() as conn:
+                    row, before = await self._entry_and_before(conn, device_id, seq)
             assert row is not None
-        return await self._store_and_verify(row, before, body)
+        return await self._store_and_verify(row, before, body, signature_checked=signature_checked)
 
     async def _put(self, key: str, body: bytes, sha256: str) -> bool:
         """Store ``body`` under ``key``; refused with nothing stored unless it hashes to ``sha256``."""
@@ -566,8 +582,11 @@ class IngestService:
             raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
                              expected=sha256, actual=actual) from None
 
-    async def _store_and_verify(self, row: Any, before: Any, body: bytes) -> dict[str, Any]:
-        """Store an announced chunk's bytes and verify them at once; the answer carries the receipt."""
+    async def _store_and_verify(self, row: Any, before: Any, body: bytes, *, signature_checked: bool = False
+                                ) -> dict[str, Any]:
+        """Store an announced chunk's bytes and verify them at once; the answer carries the receipt.
+
+        ``signature_checked``: this request verified the entry's signature as it stored the entry."""
         written = await self._put(row.object_key, body, row.sha256)
         answer: dict[str, Any] = {"key": row.object_key, "stored": written}
         if row.state == ChunkState.VERIFIED:
@@ -577,7 +596,8 @@ class IngestService:
         # for a chunk): cheaper here than a trip to a worker thread.
         report = (check_chunk(body, manifest, self.config.duration_tolerance_ms)
                   if self.config.media_check else None)
-        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report)
+        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report,
+                                            signature_checked=signature_checked)
         try:
             result = await self._conclude(row, steps, row.sha256, media_json)
         except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
@@ -622,8 +642,12 @@ class IngestService:
         return await self._conclude(row, steps, actual, media_json)
 
     def _checklist(self, row: Any, before: Any, manifest: ChunkManifest, stored: StoredObject, actual: str,
-                   report: MediaReport | None) -> tuple[Checklist, dict[str, Any] | None]:
-        """Steps (1) to (5) for ``stored``, whose bytes hash to ``actual``; ``report`` is step (4)'s check."""
+                   report: MediaReport | None, *, signature_checked: bool = False
+                   ) -> tuple[Checklist, dict[str, Any] | None]:
+        """Steps (1) to (5) for ``stored``, whose bytes hash to ``actual``; ``report`` is step (4)'s check.
+
+        ``signature_checked``: step (2) already held in this request, when the entry was stored
+        (an Ed25519 verification is a tenth of a millisecond; every chunk would pay it twice)."""
         seq = row.seq
         steps = Checklist()
         # (1)
@@ -639,7 +663,8 @@ class IngestService:
         try:
             if row.alg is None:
                 raise SignatureError(f"key {row.key_id} is not a key of device {row.device_id}", code="unknown_key")
-            Envelope.from_bytes(bytes(row.envelope)).verify(VerifyKey(row.alg, bytes(row.public_key)))
+            if not signature_checked:
+                Envelope.from_bytes(bytes(row.envelope)).verify(VerifyKey(row.alg, bytes(row.public_key)))
             steps.add(STEP_SIGNATURE, PASS, f"key {row.key_id}" + ("" if row.trusted else
                                                                    "; entry is untrusted (after a trust cutoff)"))
         except RemoteProtocolError as exc:
@@ -803,7 +828,8 @@ class IngestService:
                                                  "receipted_seq": row.seq} for _, row, _ in verified])
                 for (slot, row, update), receipt in zip(verified, receipts, strict=True):
                     outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, update["state"],
-                                                   row.trusted, receipt=receipt, steps=update["verification"]), True)
+                                                   row.trusted, receipt=receipt, steps=update["verification"],
+                                                   verified_ms=now), True)
         return outcomes
 
     # -- reads -------------------------------------------------------------------------------

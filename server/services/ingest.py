@@ -38,12 +38,12 @@ from protocol.states import ChunkEvent, ChunkState, advance
 from server.config import IngestConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
-from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings, officers
+from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
 from server.keyring import ServerKeyring
 from server.media import MediaReport, check_chunk
 from server.services.findings import close_finding, open_finding
-from server.services.officers import assignment_at
+from server.services.officers import assignment_and_cert
 from server.storage.base import (
     ContentMismatch,
     FootageStore,
@@ -84,13 +84,16 @@ CHUNK, EVENT = "chunk", "event"
 # queue serialises writers anyway.
 _b = sa.bindparam
 
-#: The device row (locked) and the signing key the entry names (None columns when unknown).
-_DEVICE_AND_KEY = (
+#: The device row (locked), the signing key the entry names (None columns when unknown) and the
+#: device's state changes in order (one row each; None columns when it has none): one trip.
+_DEVICE_KEY_STATES = (
     sa.select(devices.c.id, devices.c.highest_seq, device_keys.c.alg, device_keys.c.public_key,
-              device_keys.c.retired_after_seq)
+              device_keys.c.retired_after_seq, device_states.c.state, device_states.c.cutoff_seq)
     .select_from(devices.outerjoin(device_keys, sa.and_(device_keys.c.device_id == devices.c.id,
-                                                        device_keys.c.key_id == _b("b_key"))))
+                                                        device_keys.c.key_id == _b("b_key")))
+                 .outerjoin(device_states, device_states.c.device_id == devices.c.id))
     .where(devices.c.id == _b("b_device"))
+    .order_by(device_states.c.id)
     .with_for_update(of=devices)
 )
 _ENTRY = sa.select(entries).where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
@@ -107,16 +110,12 @@ _ENTRY_KEY_BEFORE = (
     .where(entries.c.device_id == _b("b_device"),
            sa.or_(entries.c.seq == _b("b_seq"), entries.c.seq == _b("b_before")))
 )
-_STATE_CHANGES = (sa.select(device_states.c.state, device_states.c.cutoff_seq)
-                  .where(device_states.c.device_id == _b("b_device")).order_by(device_states.c.id))
-_INSERT_ENTRY = entries.insert()
 #: Both chain neighbours and any other entry claiming the same predecessor (a fork): one trip.
 _NEIGHBOURS = sa.select(entries.c.seq, entries.c.prev, entries.c.entry_hash).where(
     entries.c.device_id == _b("b_device"), entries.c.seq != _b("b_seq"),
     sa.or_(entries.c.seq == _b("b_before"), entries.c.seq == _b("b_after"), entries.c.prev == _b("b_prev")))
 _OPEN_GAPS = sa.select(findings.c.id, findings.c.evidence).where(
     findings.c.device_id == _b("b_device"), findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None))
-_OFFICER_CERT = sa.select(officers.c.cert_expires_ms, officers.c.cert_number).where(officers.c.id == _b("b_officer"))
 _UPDATE_DEVICE = devices.update().where(devices.c.id == _b("b_device"))
 _UPDATE_ENTRY = entries.update().where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 _RECEIPTED = devices.update().where(
@@ -260,15 +259,21 @@ class IngestService:
             return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
         async with self.db.write() as conn:
-            device = (await conn.execute(_DEVICE_AND_KEY, {"b_device": entry.device_id,
-                                                           "b_key": envelope.key_id})).first()
-            if device is None:
+            rows = (await conn.execute(_DEVICE_KEY_STATES, {"b_device": entry.device_id,
+                                                            "b_key": envelope.key_id})).all()
+            if not rows:
                 raise NotFound(f"device {entry.device_id} is not enrolled", code="unknown_device")
+            device = rows[0]
             if device.alg is None:
                 raise SignatureError(f"key {envelope.key_id} is not a key of device {entry.device_id}",
                                      code="unknown_key")
             envelope.verify(VerifyKey(device.alg, bytes(device.public_key)))
-            existing = (await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).first()
+            changes = [(r.state, r.cutoff_seq) for r in rows if r.state is not None]
+            # Inserted unless the sequence number is taken (the primary key decides): a new entry,
+            # the common case, costs no read first.
+            result = await self._insert(conn, device, changes, envelope, entry, kind, h, source, now)
+            existing = None if result is not None else (
+                await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).one()
             if existing is not None and existing.entry_hash == h:
                 state = ChunkState(existing.state)
                 if kind == CHUNK:
@@ -278,9 +283,6 @@ class IngestService:
                 result = self._result(existing, created=False)
             elif existing is not None:
                 conflict = await self._record_conflict(conn, envelope, entry, existing, now)
-                result = None
-            else:
-                result = await self._insert(conn, device, envelope, entry, kind, h, source, now)
         if conflict is not None:
             raise conflict
         assert result is not None
@@ -328,11 +330,14 @@ class IngestService:
         return Conflict(f"seq {entry.seq} of device {entry.device_id} already holds a different entry; "
                         "the original is kept and this one is recorded as a conflict", code="chunk_conflict", **extra)
 
-    async def _insert(self, conn: AsyncConnection, device: Any, envelope: Envelope,
-                      entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str, now: int) -> IngestResult:
-        """Store a new entry; ``device`` is the locked device row joined with the entry's key."""
-        changes = (await conn.execute(_STATE_CHANGES, {"b_device": device.id})).all()
-        trusted = entry_trusted([(c.state, c.cutoff_seq) for c in changes], entry.seq, device.retired_after_seq)
+    async def _insert(self, conn: AsyncConnection, device: Any, changes: list[tuple[str, int | None]],
+                      envelope: Envelope, entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str,
+                      now: int) -> IngestResult | None:
+        """Store a new entry, or return None when its sequence number is taken (nothing written).
+
+        ``device`` is the locked device row joined with the entry's key; ``changes`` its state changes.
+        """
+        trusted = entry_trusted(changes, entry.seq, device.retired_after_seq)
         is_chunk = isinstance(entry, ChunkManifest)
         values: dict[str, Any] = {
             "device_id": entry.device_id, "seq": entry.seq, "kind": kind, "payload_type": envelope.payload_type,
@@ -346,7 +351,8 @@ class IngestService:
                           size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
         else:
             values.update(time_ms=entry.time_ms, event=entry.event)
-        await conn.execute(_INSERT_ENTRY, values)
+        if not await insert_ignore(conn, entries, values, ["device_id", "seq"]):
+            return None
         chain, before = await self._chain_checks(conn, entry, h, now)
         await self._gaps(conn, device, entry.seq, now)
         await self._officer_checks(conn, entry, values["time_ms"], now)
@@ -445,25 +451,23 @@ class IngestService:
 
     async def _officer_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
                               now: int) -> None:
-        assignment = await assignment_at(conn, entry.device_id, time_ms)
-        assigned = assignment.officer_id if assignment is not None else None
+        found = await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id)
+        assigned = found.officer_id
         if entry.officer_id != assigned:
             await open_finding(
                 conn, F.OFFICER_MISMATCH, entry.device_id,
                 f"seq {entry.seq} names officer {entry.officer_id}; the device was assigned to {assigned} then",
                 {"seq": entry.seq, "entry_officer": entry.officer_id, "assigned_officer": assigned,
-                 "time_ms": time_ms, "assignment_id": assignment.id if assignment is not None else None},
+                 "time_ms": time_ms, "assignment_id": found.id},
                 now, device_id=entry.device_id, seq=entry.seq, dedup_key=f"officer:{entry.device_id}:{entry.seq}")
-        if entry.officer_id is not None:
-            officer = (await conn.execute(_OFFICER_CERT, {"b_officer": entry.officer_id})).first()
-            if officer is not None and officer.cert_expires_ms <= time_ms:
-                await open_finding(
-                    conn, F.OFFICER_CERT_EXPIRED, entry.officer_id,
-                    f"seq {entry.seq} of device {entry.device_id} was recorded after certificate "
-                    f"{officer.cert_number} expired",
-                    {"seq": entry.seq, "officer_id": entry.officer_id, "cert_expires_ms": officer.cert_expires_ms,
-                     "time_ms": time_ms}, now, device_id=entry.device_id, seq=entry.seq,
-                    dedup_key=f"cert:{entry.device_id}:{entry.seq}")
+        if entry.officer_id is not None and found.cert_expires_ms is not None and found.cert_expires_ms <= time_ms:
+            await open_finding(
+                conn, F.OFFICER_CERT_EXPIRED, entry.officer_id,
+                f"seq {entry.seq} of device {entry.device_id} was recorded after certificate "
+                f"{found.cert_number} expired",
+                {"seq": entry.seq, "officer_id": entry.officer_id, "cert_expires_ms": found.cert_expires_ms,
+                 "time_ms": time_ms}, now, device_id=entry.device_id, seq=entry.seq,
+                dedup_key=f"cert:{entry.device_id}:{entry.seq}")
 
     async def _sign_receipt(self, conn: AsyncConnection, device_id: str, seq: int, h: str, key: str,
                             stored_sha256: str | None, now: int) -> bytes:

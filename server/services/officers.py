@@ -56,6 +56,24 @@ _ASSIGNMENT_AT = (
 )
 
 
+_IN_FORCE = _ASSIGNMENT_AT.subquery("in_force")
+#: The assignment in force (None columns when there is none) and the certificate of an officer
+#: (None columns when unknown, or when ``b_officer`` is None): what every entry is checked against.
+_ASSIGNMENT_AND_CERT = (
+    sa.select(_IN_FORCE.c.id, _IN_FORCE.c.officer_id, officers.c.cert_expires_ms, officers.c.cert_number)
+    .select_from(sa.select(sa.literal(1).label("one")).subquery("one")
+                 .outerjoin(_IN_FORCE, sa.true())
+                 .outerjoin(officers, officers.c.id == sa.bindparam("b_officer")))
+)
+
+
+async def assignment_and_cert(conn: AsyncConnection, device_id: str, time_ms: int, officer_id: str | None) -> Any:
+    """One row: the assignment of ``device_id`` in force at ``time_ms`` (``id``, ``officer_id``) and
+    ``officer_id``'s certificate (``cert_expires_ms``, ``cert_number``), each None when absent."""
+    return (await conn.execute(_ASSIGNMENT_AND_CERT, {"b_device": device_id, "b_time": time_ms,
+                                                      "b_officer": officer_id})).one()
+
+
 async def assignment_at(conn: AsyncConnection, device_id: str, time_ms: int) -> Any | None:
     """The assignment of ``device_id`` in force at ``time_ms``, if any."""
     return (await conn.execute(_ASSIGNMENT_AT, {"b_device": device_id, "b_time": time_ms})).first()

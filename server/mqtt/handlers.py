@@ -41,11 +41,13 @@ class DeviceMessages:
         self.refused: Counter[str] = Counter()
         #: Messages whose handling failed on our side (database down, ...), by topic kind.
         self.errors: Counter[str] = Counter()
+        #: Entry copies recognised as repeats of an entry this process had just stored.
+        self.repeats = 0
 
     def stats(self) -> dict[str, Any]:
         """The counters."""
         return {"accepted": dict(self.accepted), "refused": dict(self.refused), "errors": dict(self.errors),
-                "refused_total": sum(self.refused.values())}
+                "refused_total": sum(self.refused.values()), "entry_repeats": self.repeats}
 
     def _refuse(self, kind: str, topic: str, reason: str, message: str) -> None:
         self.refused[f"{kind}:{reason}"] += 1
@@ -86,6 +88,9 @@ class DeviceMessages:
         self.accepted[kind.value] += 1
 
     async def _entry(self, device_id: str, payload: bytes) -> None:
+        if self.ingest.recent_repeat(device_id, payload, RECEIPT_RESEND_AFTER_MS):
+            self.repeats += 1
+            return  # the copy of an entry this process stored moments ago: nothing to do
         # device_id: the entry must be the topic's device's own, as over HTTP the signer's.
         result = await self.ingest.announce(payload, source="mqtt", device_id=device_id)
         if not result.created and result.receipt is not None and (

@@ -126,6 +126,8 @@ _DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
 
 #: Conclusions committed together at most (server/services/ingest.py, IngestService._conclude).
 CONCLUDE_BATCH = 64
+#: Entries remembered by hash for :meth:`IngestService.recent_repeat` (a few minutes of a large fleet).
+RECENT_ENTRIES = 50_000
 
 
 @dataclass(slots=True)
@@ -211,6 +213,8 @@ class IngestService:
         self.read_grant: AccessGrant | None = None
         self._conclusions: list[_Conclusion] = []  # checked chunks waiting for a transaction
         self._committer: asyncio.Task[None] | None = None
+        #: Entries committed recently by this process: entry hash -> (device id, seq, receipt time).
+        self._recent: collections.OrderedDict[str, tuple[str, int, int | None]] = collections.OrderedDict()
         #: How many groups of each size were committed (for tests and benchmarks).
         self.group_sizes: collections.Counter[int] = collections.Counter()
 
@@ -286,9 +290,33 @@ class IngestService:
         if conflict is not None:
             raise conflict
         assert result is not None
-        if result.created and kind == EVENT:
-            self._receipted_now(entry.device_id, result.receipt)
+        if result.created:
+            self._remember(h, entry.device_id, entry.seq, now if kind == EVENT else None)
+            if kind == EVENT:
+                self._receipted_now(entry.device_id, result.receipt)
         return self._with_upload_target(result, entry, now)
+
+    def _remember(self, h: str, device_id: str, seq: int, verified_ms: int | None) -> None:
+        """Note a committed entry (and its receipt's time) for :meth:`recent_repeat`."""
+        self._recent[h] = (device_id, seq, verified_ms)
+        self._recent.move_to_end(h)
+        if len(self._recent) > RECENT_ENTRIES:
+            self._recent.popitem(last=False)
+
+    def recent_repeat(self, device_id: str, body: bytes, resend_after_ms: int) -> bool:
+        """True when ``body`` is exactly an entry of ``device_id`` this process stored moments ago and
+        whose receipt, if it has one, is younger than ``resend_after_ms``.
+
+        Every entry arrives twice (on MQTT, and with its bytes over HTTP); the second copy of one
+        this process handled needs no parsing, no signature check and no database read to be
+        recognised: the same hash is the same signed bytes. Anything else (another process's
+        entry, an older one, a receipt old enough to send again) takes the full path.
+        """
+        known = self._recent.get(entry_hash(body))
+        if known is None or known[0] != device_id:
+            return False
+        verified_ms = known[2]
+        return verified_ms is None or self.clock.now_ms() - verified_ms < resend_after_ms
 
     async def _repeat(self, entry: ChunkManifest | RecordingEvent, h: str, kind: str) -> IngestResult | None:
         """The stored entry when ``h`` is already stored for its sequence number, else None."""
@@ -761,6 +789,7 @@ class IngestService:
         result, fresh = outcome
         if fresh:
             row = pending.row
+            self._remember(row.entry_hash, row.device_id, row.seq, result.verified_ms)
             try:
                 await self.store.seal(row.object_key)
             except Exception as exc:  # committed and receipted; the request reports the failure

@@ -89,6 +89,8 @@ async def test_entries_over_mqtt_only_and_receipts_both_ways(mq_server: RunningS
         # the receipt (sent over both paths already) is not sent a third time.
         await m.entry(manifest)
         await wait_for(lambda: mq_server.mqtt.stats()["accepted"]["entry"] == 3, what="late copy handled")
+        # ... recognised by its hash, without parsing it or asking the database.
+        assert mq_server.mqtt.stats()["entry_repeats"] == 1
         await asyncio.sleep(0.3)
         assert len(m.received["receipt"]) == 2
         # Announced again a while later (say the device missed the receipt): the receipt is sent again.

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,8 +207,6 @@ def api_command(parent: Sub, name: str, help_: str, fn: Any) -> argparse.Argumen
 
 def run_server(args: argparse.Namespace) -> int:
     """``custody server``."""
-    import asyncio
-
     from server.config import load_config
     from server.runner import serve
 
@@ -219,8 +218,25 @@ def run_server(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["http.port"] = args.port
     config = load_config(args.config, overrides=overrides)
-    asyncio.run(serve(config))
+    run_loop(serve(config), config.http.event_loop)
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run ``main`` on the configured event loop (``http.event_loop``)."""
+    import asyncio
+
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise SystemExit("custody: http.event_loop is uvloop, but uvloop is not installed "
+                                 "(pip install uvloop, or set http.event_loop: asyncio)") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def validate_config(args: argparse.Namespace) -> int:

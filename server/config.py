@@ -77,6 +77,9 @@ class HttpConfig:
     tls_key: Path | None = opt(None, "PEM private key of tls_cert")
     max_json_bytes: int = opt(1 << 20, "largest JSON request body", lo=1024, hi=16 << 20)
     access_log: bool = opt(True, "log one line per HTTP request")
+    event_loop: str = opt("auto", "the process's event loop: uvloop (libuv; less CPU per request, statement "
+                          "and message), asyncio (the standard library's), or auto (uvloop when installed)",
+                          choices=("auto", "uvloop", "asyncio"))
 
 
 @dataclass(frozen=True, slots=True)

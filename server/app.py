@@ -313,7 +313,14 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     """Create the app, bind it, and record its URL (port 0 picks a free port)."""
     app = create_app(config, clock)
     runner = web.AppRunner(app, access_log=logging.getLogger("custody.access") if config.http.access_log else None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        # A start-up step refused (a rolled-back log, a database that cannot migrate): close what
+        # the steps before it opened, the database pool above all, before the error goes up.
+        with contextlib.suppress(Exception):
+            await app.cleanup()
+        raise
     tls = ssl_context(config)
     site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
     try:

@@ -213,8 +213,9 @@ class IngestService:
         self.read_grant: AccessGrant | None = None
         self._conclusions: list[_Conclusion] = []  # checked chunks waiting for a transaction
         self._committer: asyncio.Task[None] | None = None
-        #: Entries committed recently by this process: entry hash -> (device id, seq, receipt time).
-        self._recent: collections.OrderedDict[str, tuple[str, int, int | None]] = collections.OrderedDict()
+        #: Entries committed recently by this process: entry hash -> (device id, seq, time of the
+        #: receipt, or of the entry's storing while it has none).
+        self._recent: collections.OrderedDict[str, tuple[str, int, int]] = collections.OrderedDict()
         #: How many groups of each size were committed (for tests and benchmarks).
         self.group_sizes: collections.Counter[int] = collections.Counter()
 
@@ -298,7 +299,7 @@ class IngestService:
 
     def _remember(self, h: str, device_id: str, seq: int, verified_ms: int | None) -> None:
         """Note a committed entry (and its receipt's time) for :meth:`recent_repeat`."""
-        self._recent[h] = (device_id, seq, verified_ms)
+        self._recent[h] = (device_id, seq, verified_ms if verified_ms is not None else self.clock.now_ms())
         self._recent.move_to_end(h)
         if len(self._recent) > RECENT_ENTRIES:
             self._recent.popitem(last=False)
@@ -310,13 +311,14 @@ class IngestService:
         Every entry arrives twice (on MQTT, and with its bytes over HTTP); the second copy of one
         this process handled needs no parsing, no signature check and no database read to be
         recognised: the same hash is the same signed bytes. Anything else (another process's
-        entry, an older one, a receipt old enough to send again) takes the full path.
+        entry, an older one, a receipt old enough to send again) takes the full path; so does an
+        entry stored here without a receipt ``resend_after_ms`` ago, which another process may
+        have receipted since (the database then has the receipt to send again).
         """
         known = self._recent.get(entry_hash(body))
         if known is None or known[0] != device_id:
             return False
-        verified_ms = known[2]
-        return verified_ms is None or self.clock.now_ms() - verified_ms < resend_after_ms
+        return self.clock.now_ms() - known[2] < resend_after_ms
 
     async def _repeat(self, entry: ChunkManifest | RecordingEvent, h: str, kind: str) -> IngestResult | None:
         """The stored entry when ``h`` is already stored for its sequence number, else None."""

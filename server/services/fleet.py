@@ -143,8 +143,7 @@ class FleetService:
             has_health = device.health_of is not None
             skew = now - status.time_ms
             if has_health and device.status_time_ms is not None and status.time_ms < device.status_time_ms:
-                await self._write_health(conn, device_id, has_health, {"last_seen_ms": now})
-                await conn.execute(_DEVICE_SEEN, {"b_device": device_id, "last_seen_ms": now})
+                await self._seen(conn, device_id, now, has_health)
                 return StatusOutcome(device_id, False, None, skew)
             values: dict[str, Any] = {
                 "last_seen_ms": now, "status_received_ms": now, "status_time_ms": status.time_ms,
@@ -157,27 +156,22 @@ class FleetService:
                 "checkpoint": status.checkpoint.to_dict() if status.checkpoint is not None else None,
                 "alarms": list(status.alarms), "status": envelope.raw,
             }
-            await self._write_health(conn, device_id, has_health, values)
+            await self._upsert(conn, device_id, has_health, values)
             await conn.execute(_DEVICE_SEEN, {"b_device": device_id, "last_seen_ms": now})
             gap = await self._continuity(conn, device, status, now)
             await self._skew(conn, device_id, skew, now)
         return StatusOutcome(device_id, True, gap, skew)
 
-    async def _write_health(self, conn: AsyncConnection, device_id: str, exists: bool, values: dict[str, Any]) -> None:
+    async def _upsert(self, conn: AsyncConnection, device_id: str, exists: bool, values: dict[str, Any]) -> None:
+        """Write ``values`` into the device's health row (``exists``: the row is there already)."""
         if exists:
             await conn.execute(_UPDATE_HEALTH, {"b_device": device_id, **values})
         else:
             await conn.execute(_INSERT_HEALTH, {"device_id": device_id, **values})
 
-    async def _upsert(self, conn: AsyncConnection, device_id: str, health: Any, values: dict[str, Any]) -> None:
-        if health is None:
-            await conn.execute(device_health.insert().values(device_id=device_id, **values))
-        else:
-            await conn.execute(device_health.update().where(device_health.c.device_id == device_id).values(**values))
-
-    async def _seen(self, conn: AsyncConnection, device_id: str, now: int, health: Any) -> None:
-        await self._upsert(conn, device_id, health, {"last_seen_ms": now})
-        await conn.execute(devices.update().where(devices.c.id == device_id).values(last_seen_ms=now))
+    async def _seen(self, conn: AsyncConnection, device_id: str, now: int, has_health: bool) -> None:
+        await self._upsert(conn, device_id, has_health, {"last_seen_ms": now})
+        await conn.execute(_DEVICE_SEEN, {"b_device": device_id, "last_seen_ms": now})
 
     async def _continuity(self, conn: AsyncConnection, device: Any, status: DeviceStatus,
                           now: int) -> tuple[int, int] | None:
@@ -243,8 +237,8 @@ class FleetService:
             values: dict[str, Any] = {"online": online, "availability_ms": now}
             if not retained:
                 values["last_seen_ms"] = now
-                await conn.execute(devices.update().where(devices.c.id == device_id).values(last_seen_ms=now))
-            await self._upsert(conn, device_id, health, values)
+                await conn.execute(_DEVICE_SEEN, {"b_device": device_id, "last_seen_ms": now})
+            await self._upsert(conn, device_id, health is not None, values)
             await self._offline_pending(conn, device_id, online, now)
         return online
 

@@ -235,18 +235,22 @@ class IngestService:
 
     # -- (a) announce -----------------------------------------------------------------------
 
-    async def announce(self, body: bytes, *, source: str, device_id: str | None = None,
-                       new: bool = False) -> IngestResult:
+    async def announce(self, body: bytes, *, source: str, device_id: str | None = None) -> IngestResult:
         """Record a signed entry (chunk manifest or recording event) before any bytes arrive.
 
         ``device_id`` is the authenticated sender when there is one (HTTP): a device may only
         announce its own entries. Refused, with nothing stored: malformed entries, unknown devices
         or keys, bad signatures. A different entry for a used sequence number is refused as a
         conflict and kept aside as evidence. A manifest's answer carries its upload target; a
-        recording event's carries its receipt at once. ``new``: the caller has just read that
-        this entry is not stored yet (skip the read that answers repeats).
+        recording event's carries its receipt at once.
         """
         envelope, entry = _parse(body)
+        return await self._announce(envelope, entry, source=source, device_id=device_id)
+
+    async def _announce(self, envelope: Envelope, entry: ChunkManifest | RecordingEvent, *, source: str,
+                        device_id: str | None, new: bool = False) -> IngestResult:
+        """:meth:`announce` of an entry already parsed; ``new``: the caller has just read that it is
+        not stored yet (skip the read that answers repeats)."""
         if device_id is not None and entry.device_id != device_id:
             raise Forbidden(f"entry names device {entry.device_id}, the request is signed by {device_id}",
                             code="wrong_device")
@@ -590,7 +594,7 @@ class IngestService:
         signature_checked = False
         if row is None or row.entry_hash != h:
             try:
-                announced = await self.announce(envelope.raw, source="http", new=True)
+                announced = await self._announce(envelope, entry, source="http", device_id=None, new=True)
             except (SignatureError, NotFound) as exc:
                 if exc.code not in ("bad_signature", "unknown_key", "wrong_key", "unknown_device",
                                     "unsupported_algorithm"):

@@ -18,7 +18,7 @@ import asyncio
 import collections
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooL
 from server.keyring import ServerKeyring
 from server.media import MediaReport, check_chunk
 from server.services.findings import close_finding, open_finding
-from server.services.officers import assignment_and_cert
+from server.services.officers import assignment_and_cert, assignments_overlapping, in_force
 from server.storage.base import (
     ContentMismatch,
     FootageStore,
@@ -97,9 +97,30 @@ _DEVICE_KEY_STATES = (
     .with_for_update(of=devices)
 )
 _ENTRY = sa.select(entries).where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
-#: Conclusions lock their devices and entries in one statement each, in key order.
-_DEVICES_LOCKED = (sa.select(devices.c.id).where(devices.c.id.in_(_b("b_devices", expanding=True)))
-                   .order_by(devices.c.id).with_for_update())
+#: A group's devices, locked in id order, with their keys and state changes (None columns when a
+#: device has none): one row per (key, change) pair, a handful per device, in one trip.
+_DEVICES_LOCKED = (
+    sa.select(devices.c.id, devices.c.highest_seq, devices.c.receipted_seq, devices.c.last_seen_ms,
+              device_keys.c.key_id, device_keys.c.retired_after_seq, device_states.c.id.label("change_id"),
+              device_states.c.state, device_states.c.cutoff_seq)
+    .select_from(devices.outerjoin(device_keys, device_keys.c.device_id == devices.c.id)
+                 .outerjoin(device_states, device_states.c.device_id == devices.c.id))
+    .where(devices.c.id.in_(_b("b_devices", expanding=True)))
+    .order_by(devices.c.id, device_states.c.id)
+    .with_for_update(of=devices)
+)
+#: A device's signing key by id (None columns when the device has no such key).
+_DEVICE_KEY = (
+    sa.select(devices.c.id, device_keys.c.alg, device_keys.c.public_key)
+    .select_from(devices.outerjoin(device_keys, sa.and_(device_keys.c.device_id == devices.c.id,
+                                                        device_keys.c.key_id == _b("b_key"))))
+    .where(devices.c.id == _b("b_device"))
+)
+#: What new chunks delivered together need of their devices' chains: the entries at, before and
+#: after their sequence numbers, and any claiming the same predecessor (a fork), in one trip.
+_GROUP_NEIGHBOURS = sa.select(entries.c.device_id, entries.c.seq, entries.c.prev, entries.c.entry_hash).where(
+    entries.c.device_id.in_(_b("b_devices", expanding=True)),
+    sa.or_(entries.c.seq.in_(_b("b_seqs", expanding=True)), entries.c.prev.in_(_b("b_prevs", expanding=True))))
 _ENTRIES_LOCKED = (sa.select(entries).where(sa.tuple_(entries.c.device_id, entries.c.seq).in_(
     _b("b_keys", expanding=True))).order_by(entries.c.device_id, entries.c.seq).with_for_update())
 #: An entry with its signing key, and the entry before it (for the chain link): one trip.
@@ -120,12 +141,15 @@ _UPDATE_DEVICE = devices.update().where(devices.c.id == _b("b_device"))
 _UPDATE_ENTRY = entries.update().where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 _RECEIPTED = devices.update().where(
     devices.c.id == _b("b_device"), sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < _b("b_seq")))
+_INSERT_ENTRY = entries.insert()
 _DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
     entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 
 
-#: Conclusions committed together at most (server/services/ingest.py, IngestService._conclude).
+#: Conclusions and deliveries committed together at most (IngestService._conclude, _deliver_new).
 CONCLUDE_BATCH = 64
+#: Device signing keys kept in memory (a key id names one public key for good: it is its fingerprint).
+KNOWN_KEYS = 100_000
 #: Entries remembered by hash for :meth:`IngestService.recent_repeat` (a few minutes of a large fleet).
 RECENT_ENTRIES = 50_000
 
@@ -148,11 +172,6 @@ class IngestResult:
     direct_upload: bool = False
     #: When the receipt was made (server time, ms); None while there is none.
     verified_ms: int | None = None
-    #: A chunk manifest just inserted: its row as written (with its key's ``alg`` and
-    #: ``public_key``) and the entry before it, so the request that inserted it can verify its
-    #: bytes without reading either back. Not part of the API answer.
-    inserted: Any = None
-    before: Any = None
 
     def to_json(self) -> dict[str, Any]:
         """API form; the receipt is the signed envelope's exact bytes as a string (they are ASCII JSON)."""
@@ -180,6 +199,74 @@ class _Conclusion:
     media_json: dict[str, Any] | None
     done: asyncio.Future[IngestResult]
 
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.row.device_id, self.row.seq
+
+    @property
+    def entry_hash(self) -> str:
+        return str(self.row.entry_hash)
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """A new chunk manifest, its signature checked, waiting for its group's transaction to record
+    it: announced (``body`` None), or delivered with its bytes, stored and checked, when the
+    transaction records its receipt too."""
+
+    envelope: Envelope
+    entry: ChunkManifest
+    entry_hash: str
+    alg: str
+    public_key: bytes
+    body: bytes | None
+    report: MediaReport | None
+    done: asyncio.Future[IngestResult]
+    source: str = "http"
+    #: The row as inserted, once its group has run (what :meth:`IngestService._after_conclusion` needs).
+    row: Any = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.entry.device_id, self.entry.seq
+
+
+class _Taken(Exception):
+    """A delivered chunk's sequence number was taken before its group ran (its MQTT copy, or a
+    retry of the same delivery): the request goes on as for an entry already stored."""
+
+
+@dataclass(slots=True)
+class _GroupDevice:
+    """A device as a group's transaction found it (locked), and what the group changes on it."""
+
+    id: str
+    highest_seq: int | None
+    receipted_seq: int | None
+    last_seen_ms: int | None
+    retired_after: dict[str, int | None]  # key id -> retired_after_seq
+    changes: list[tuple[str, int | None]]  # (state, cutoff_seq), in order
+    touched: bool = False
+
+
+def _group_devices(rows: Sequence[Any]) -> dict[str, _GroupDevice]:
+    """Fold :data:`_DEVICES_LOCKED`'s (key x change) rows into one :class:`_GroupDevice` each."""
+    found: dict[str, _GroupDevice] = {}
+    seen_changes: set[int] = set()
+    for r in rows:
+        dev = found.get(r.id)
+        if dev is None:
+            dev = found[r.id] = _GroupDevice(r.id, r.highest_seq, r.receipted_seq, r.last_seen_ms, {}, [])
+        if r.key_id is not None:
+            dev.retired_after[r.key_id] = r.retired_after_seq
+        if r.change_id is not None and r.change_id not in seen_changes:
+            seen_changes.add(r.change_id)
+            dev.changes.append((r.state, r.cutoff_seq))
+    return found
+
+
+#: No assignment in force (and so no certificate to check), as :func:`assignment_and_cert` answers it.
+_NO_ASSIGNMENT = SimpleNamespace(id=None, officer_id=None, cert_expires_ms=None, cert_number=None)
 
 #: The outcome slot of a chunk whose receipt waits for the group's log append.
 _UNLOGGED = RuntimeError("receipt not made yet")
@@ -211,8 +298,9 @@ class IngestService:
         self.log: LogService | None = None
         # The integrity-duty access grant for reading stored bytes (server/services/access.py).
         self.read_grant: AccessGrant | None = None
-        self._conclusions: list[_Conclusion] = []  # checked chunks waiting for a transaction
+        self._pending: list[_Conclusion | _Delivery] = []  # chunks waiting for a group transaction
         self._committer: asyncio.Task[None] | None = None
+        self._keys: dict[tuple[str, str], tuple[str, bytes]] = {}  # (device, key id) -> (alg, public key)
         #: Entries committed recently by this process: entry hash -> (device id, seq, time of the
         #: receipt, or of the entry's storing while it has none).
         self._recent: collections.OrderedDict[str, tuple[str, int, int]] = collections.OrderedDict()
@@ -266,6 +354,20 @@ class IngestService:
         repeat = await self._repeat(entry, h, kind) if not new else None
         if repeat is not None:
             return self._with_upload_target(repeat, entry, now)
+        if isinstance(entry, ChunkManifest):
+            # A new manifest is recorded in a group transaction shared with the chunks delivered,
+            # announced or concluded at the same moment; one whose sequence number is taken by then
+            # goes on below, which answers the repeat or records the conflict.
+            alg, public_key = await self._signing_key(entry.device_id, envelope.key_id)
+            envelope.verify(VerifyKey(alg, public_key))
+            try:
+                grouped = await self._enqueue(_Delivery(envelope, entry, h, alg, public_key, None, None,
+                                                        asyncio.get_running_loop().create_future(), source))
+            except _Taken:
+                pass
+            else:
+                self._remember(h, entry.device_id, entry.seq, None)
+                return self._with_upload_target(grouped, entry, now)
         conflict: Conflict | None = None
         async with self.db.write() as conn:
             rows = (await conn.execute(_DEVICE_KEY_STATES, {"b_device": entry.device_id,
@@ -373,28 +475,14 @@ class IngestService:
         """
         trusted = entry_trusted(changes, entry.seq, device.retired_after_seq)
         is_chunk = isinstance(entry, ChunkManifest)
-        values: dict[str, Any] = {
-            "device_id": entry.device_id, "seq": entry.seq, "kind": kind, "payload_type": envelope.payload_type,
-            "envelope": envelope.raw, "entry_hash": h, "prev": entry.prev, "key_id": envelope.key_id,
-            "recording_id": entry.recording_id, "officer_id": entry.officer_id, "case_step": entry.case_step,
-            "trusted": trusted, "source": source, "received_ms": now,
-            "state": ChunkState.ANNOUNCED.value,
-        }
-        if isinstance(entry, ChunkManifest):
-            values.update(time_ms=entry.start_ms, duration_ms=entry.duration_ms, sha256=entry.sha256,
-                          size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
-        else:
-            values.update(time_ms=entry.time_ms, event=entry.event)
+        values = _entry_values(envelope, entry, kind, h, source, trusted, now)
         if not await insert_ignore(conn, entries, values, ["device_id", "seq"]):
             return None
-        chain, before = await self._chain_checks(conn, entry, h, now)
+        chain, _ = await self._chain_checks(conn, entry, h, now)
         await self._gaps(conn, device, entry.seq, now)
         await self._officer_checks(conn, entry, values["time_ms"], now)
         if not trusted:
-            await open_finding(conn, F.ENTRY_UNTRUSTED, entry.device_id,
-                               f"seq {entry.seq} follows a trust cutoff of device {entry.device_id}",
-                               {"seq": entry.seq, "key_id": envelope.key_id}, now, device_id=entry.device_id,
-                               seq=entry.seq, dedup_key=f"untrusted:{entry.device_id}:{entry.seq}")
+            await self._untrusted(conn, entry, envelope.key_id, now)
         update: dict[str, Any] = {"b_device": device.id, "last_seen_ms": now}
         if device.highest_seq is None or entry.seq > device.highest_seq:
             update["highest_seq"] = entry.seq
@@ -414,11 +502,7 @@ class IngestService:
             await self._receipted(conn, entry.device_id, entry.seq)
             return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.VERIFIED.value, trusted, created=True,
                                 receipt=receipt, steps=steps.to_json())
-        # The row as just inserted (reading it back would cost a statement and say nothing new).
-        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True,
-                            inserted=SimpleNamespace(**values, uploaded_ms=None, alg=device.alg,
-                                                     public_key=device.public_key),
-                            before=before)
+        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True)
 
     def _result(self, row: Any, *, created: bool) -> IngestResult:
         return IngestResult(
@@ -426,13 +510,28 @@ class IngestService:
             trusted=row.trusted, created=created, receipt=bytes(row.receipt) if row.receipt is not None else None,
             steps=list(row.verification or []), verified_ms=row.verified_ms)
 
+    async def _untrusted(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, key_id: str,
+                         now: int) -> None:
+        await open_finding(conn, F.ENTRY_UNTRUSTED, entry.device_id,
+                           f"seq {entry.seq} follows a trust cutoff of device {entry.device_id}",
+                           {"seq": entry.seq, "key_id": key_id}, now, device_id=entry.device_id,
+                           seq=entry.seq, dedup_key=f"untrusted:{entry.device_id}:{entry.seq}")
+
     async def _chain_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
                             now: int) -> tuple[tuple[str, str], Any]:
         """Link checks against the neighbours present now; returns step 3's outcome for this entry and
         the entry before it (None when absent)."""
+        rows = (await conn.execute(_NEIGHBOURS, {"b_device": entry.device_id, "b_seq": entry.seq,
+                                                 "b_before": entry.seq - 1, "b_after": entry.seq + 1,
+                                                 "b_prev": entry.prev})).all()
+        return await self._link_checks(conn, entry, h, rows, now)
+
+    async def _link_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
+                           rows: Sequence[Any], now: int) -> tuple[tuple[str, str], Any]:
+        """:meth:`_chain_checks` against ``rows``: the device's other entries at ``seq - 1`` and
+        ``seq + 1`` and those claiming the same ``prev`` (others are ignored)."""
         dev, seq = entry.device_id, entry.seq
-        rows = (await conn.execute(_NEIGHBOURS, {"b_device": dev, "b_seq": seq, "b_before": seq - 1,
-                                                 "b_after": seq + 1, "b_prev": entry.prev})).all()
+        rows = [r for r in rows if r.seq != seq and (r.seq in (seq - 1, seq + 1) or r.prev == entry.prev)]
         before = next((r for r in rows if r.seq == seq - 1), None)
         after = next((r for r in rows if r.seq == seq + 1), None)
         sibling = min((r.seq for r in rows if r.prev == entry.prev), default=None)
@@ -485,7 +584,12 @@ class IngestService:
 
     async def _officer_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
                               now: int) -> None:
-        found = await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id)
+        await self._officer_findings(conn, entry, time_ms,
+                                     await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id), now)
+
+    async def _officer_findings(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
+                                found: Any, now: int) -> None:
+        """Findings for an entry against ``found``, its :func:`assignment_and_cert` row."""
         assigned = found.officer_id
         if entry.officer_id != assigned:
             await open_finding(
@@ -573,11 +677,14 @@ class IngestService:
         The manifest is the credential (as on MQTT): it is signed by the device's key and names the
         body's SHA-256 and size, so only that device can have made the pair, and sending it again
         is harmless (the object key is content-derived; the same chunk gets the same receipt). An
-        entry already stored under the same hash (its MQTT copy usually arrives first) is not
+        entry already stored under the same hash (its MQTT copy may have arrived first) is not
         verified again: the same hash is the same signed bytes. Refused with nothing stored: a
         malformed or forged manifest (401), one for another path (400), a body that is not the one
         the manifest names (400); a different manifest for a used sequence number is a conflict
         (409), kept aside as evidence like any other.
+
+        A new chunk is recorded, verified and receipted in one transaction, shared with the other
+        chunks delivered or concluded at the same moment (:meth:`_commit_group`).
         """
         envelope, entry = _parse(envelope_raw)
         if not isinstance(entry, ChunkManifest):
@@ -591,23 +698,67 @@ class IngestService:
         h = entry_hash(envelope.raw)
         async with self.db.read() as conn:
             row, before = await self._entry_and_before(conn, device_id, seq)
-        signature_checked = False
-        if row is None or row.entry_hash != h:
+        if row is None:
             try:
-                announced = await self._announce(envelope, entry, source="http", device_id=None, new=True)
-            except (SignatureError, NotFound) as exc:
-                if exc.code not in ("bad_signature", "unknown_key", "wrong_key", "unknown_device",
-                                    "unsupported_algorithm"):
-                    raise
-                raise Unauthorized(f"the manifest does not authenticate this upload: {exc.message}",
-                                   code=exc.code) from None
-            if announced.inserted is not None:  # inserted by this request: its row, as written
-                row, before, signature_checked = announced.inserted, announced.before, True
-            else:  # stored meanwhile by its MQTT copy
+                return await self._deliver_new(envelope, entry, h, body)
+            except _Taken:  # stored meanwhile (its MQTT copy, or this delivery sent twice at once)
                 async with self.db.read() as conn:
                     row, before = await self._entry_and_before(conn, device_id, seq)
-            assert row is not None
-        return await self._store_and_verify(row, before, body, signature_checked=signature_checked)
+                assert row is not None
+        if row.entry_hash != h:
+            try:  # the signature first (a forgery is 401), then the conflict, recorded as evidence (409)
+                await self._announce(envelope, entry, source="http", device_id=None, new=True)
+            except (SignatureError, NotFound) as exc:
+                raise _unauthorized(exc) from None
+            raise AssertionError("a different entry for a used sequence number was not refused")  # pragma: no cover
+        return await self._store_and_verify(row, before, body)
+
+    async def _deliver_new(self, envelope: Envelope, entry: ChunkManifest, h: str, body: bytes) -> dict[str, Any]:
+        """:meth:`deliver` of a chunk not stored yet: the signature, then the bytes, then the group's transaction.
+
+        The bytes are stored only once the manifest is known to be the device's (so a forgery
+        stores nothing), and before the entry: a crash between the two leaves bytes that the
+        device's retry finds already there (the same content-derived key), never an entry whose
+        bytes are missing. Raises :class:`_Taken` when the sequence number was taken meanwhile.
+        """
+        if entry.size > self.config.max_chunk_bytes:
+            raise PayloadTooLarge(f"chunk of {entry.size} bytes exceeds the limit of {self.config.max_chunk_bytes}",
+                                  code="chunk_too_large")
+        try:
+            alg, public_key = await self._signing_key(entry.device_id, envelope.key_id)
+            envelope.verify(VerifyKey(alg, public_key))
+        except (SignatureError, NotFound) as exc:
+            raise _unauthorized(exc) from None
+        key = object_key(entry.device_id, entry.seq, entry.sha256)
+        written = await self._put(key, body, entry.sha256)
+        # The media check reads only box headers and sample tables (well under a millisecond).
+        report = check_chunk(body, entry, self.config.duration_tolerance_ms) if self.config.media_check else None
+        pending = _Delivery(envelope, entry, h, alg, public_key, body, report,
+                            asyncio.get_running_loop().create_future())
+        answer: dict[str, Any] = {"key": key, "stored": written}
+        try:
+            result = await self._enqueue(pending)
+        except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
+            return answer | {"state": ChunkState.REJECTED.value, "receipt": None}
+        return answer | result.to_json()
+
+    async def _signing_key(self, device_id: str, key_id: str) -> tuple[str, bytes]:
+        """A device's key ``(alg, public key)`` by id; NotFound (``unknown_device``) or SignatureError
+        (``unknown_key``) when there is none. Kept once read: a key id is its key's fingerprint, and
+        keys are never deleted (whether an entry is trusted is decided by its group, under the lock)."""
+        known = self._keys.get((device_id, key_id))
+        if known is not None:
+            return known
+        async with self.db.read() as conn:
+            row = (await conn.execute(_DEVICE_KEY, {"b_device": device_id, "b_key": key_id})).first()
+        if row is None:
+            raise NotFound(f"device {device_id} is not enrolled", code="unknown_device")
+        if row.alg is None:
+            raise SignatureError(f"key {key_id} is not a key of device {device_id}", code="unknown_key")
+        if len(self._keys) >= KNOWN_KEYS:
+            self._keys.clear()
+        known = self._keys[(device_id, key_id)] = (row.alg, bytes(row.public_key))
+        return known
 
     async def _put(self, key: str, body: bytes, sha256: str) -> bool:
         """Store ``body`` under ``key``; refused with nothing stored unless it hashes to ``sha256``."""
@@ -620,11 +771,8 @@ class IngestService:
             raise BadRequest("body does not match the SHA-256 of the upload target", code="content_hash_mismatch",
                              expected=sha256, actual=actual) from None
 
-    async def _store_and_verify(self, row: Any, before: Any, body: bytes, *, signature_checked: bool = False
-                                ) -> dict[str, Any]:
-        """Store an announced chunk's bytes and verify them at once; the answer carries the receipt.
-
-        ``signature_checked``: this request verified the entry's signature as it stored the entry."""
+    async def _store_and_verify(self, row: Any, before: Any, body: bytes) -> dict[str, Any]:
+        """Store an announced chunk's bytes and verify them at once; the answer carries the receipt."""
         written = await self._put(row.object_key, body, row.sha256)
         answer: dict[str, Any] = {"key": row.object_key, "stored": written}
         if row.state == ChunkState.VERIFIED:
@@ -634,8 +782,7 @@ class IngestService:
         # for a chunk): cheaper here than a trip to a worker thread.
         report = (check_chunk(body, manifest, self.config.duration_tolerance_ms)
                   if self.config.media_check else None)
-        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report,
-                                            signature_checked=signature_checked)
+        steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report)
         try:
             result = await self._conclude(row, steps, row.sha256, media_json)
         except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
@@ -740,54 +887,61 @@ class IngestService:
 
     async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None
                         ) -> IngestResult:
-        """Record a checklist's outcome: the receipt, or the rejection (raised as Unprocessable) and its finding.
+        """Record a checklist's outcome: the receipt, or the rejection (raised as Unprocessable) and its finding."""
+        return await self._enqueue(_Conclusion(row, steps, actual, media_json,
+                                               asyncio.get_running_loop().create_future()))
 
-        Conclusions are group-committed: those waiting when a transaction starts share it (one
-        sequencer lock and one log append for them all, each statement once with their rows), so
-        the database work per chunk falls as load rises, and nothing waits when there is no load.
+    async def _enqueue(self, pending: _Conclusion | _Delivery) -> IngestResult:
+        """Wait for ``pending``'s group to commit; its result, or its refusal raised.
+
+        Conclusions and new deliveries are group-committed: those waiting when a transaction
+        starts share it (one device lock, one log append and one statement per kind of write for
+        them all), so the database work per chunk falls as load rises, and nothing waits for a
+        group to fill when there is no load.
         """
-        key = (row.device_id, row.seq)
-        waiting = next((c for c in self._conclusions if (c.row.device_id, c.row.seq) == key), None)
-        if waiting is not None:  # the same chunk twice at once (a retry): one conclusion answers both
+        waiting = next((p for p in self._pending if p.key == pending.key and type(p) is type(pending)
+                        and p.entry_hash == pending.entry_hash), None)
+        if waiting is not None:  # the same chunk twice at once (a retry): one outcome answers both
             return await asyncio.shield(waiting.done)
-        pending = _Conclusion(row, steps, actual, media_json, asyncio.get_running_loop().create_future())
-        self._conclusions.append(pending)
+        self._pending.append(pending)
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_conclusions(), name="ingest-conclusions")
+            self._committer = asyncio.create_task(self._commit_groups(), name="ingest-groups")
         return await pending.done
 
-    async def _commit_conclusions(self) -> None:
-        """Commit waiting conclusions in groups until none wait; after each commit, the receipts go out."""
-        batch: list[_Conclusion] = []
+    async def _commit_groups(self) -> None:
+        """Commit waiting conclusions and deliveries in groups until none wait; after each commit,
+        the receipts go out."""
+        batch: list[_Conclusion | _Delivery] = []
         try:
-            while self._conclusions:
-                batch = self._conclusions[:CONCLUDE_BATCH]
-                del self._conclusions[:CONCLUDE_BATCH]
+            while self._pending:
+                batch = self._pending[:CONCLUDE_BATCH]
+                del self._pending[:CONCLUDE_BATCH]
                 self.group_sizes[len(batch)] += 1
                 try:
-                    outcomes = await self._conclude_group(batch)
+                    outcomes = await self._commit_group(batch)
                 except Exception as exc:
                     if len(batch) == 1:
                         outcomes = [exc]
                     else:  # one chunk's failure must not fail the others: each again, on its own
-                        log.warning("group of %d conclusions failed (%s); concluding each alone", len(batch), exc)
+                        log.warning("group of %d chunks failed (%s); committing each alone", len(batch), exc)
                         outcomes = []
                         for one in batch:
                             try:
-                                outcomes += await self._conclude_group([one])
+                                outcomes += await self._commit_group([one])
                             except Exception as exc1:
                                 outcomes.append(exc1)
                 for pending, outcome in zip(batch, outcomes, strict=True):
                     await self._after_conclusion(pending, outcome)
                 batch = []
         except BaseException:  # cancelled (shutdown): nobody may wait for ever
-            for pending in batch + self._conclusions:
+            for pending in batch + self._pending:
                 if not pending.done.done():
                     pending.done.cancel()
-            self._conclusions.clear()
+            self._pending.clear()
             raise
 
-    async def _after_conclusion(self, pending: _Conclusion, outcome: tuple[IngestResult, bool] | Exception) -> None:
+    async def _after_conclusion(self, pending: _Conclusion | _Delivery,
+                                outcome: tuple[IngestResult, bool] | Exception) -> None:
         if isinstance(outcome, Exception):
             if not pending.done.done():
                 pending.done.set_exception(outcome)
@@ -810,66 +964,156 @@ class IngestService:
         if not pending.done.done():
             pending.done.set_result(result)
 
-    async def _conclude_group(self, group: list[_Conclusion]) -> list[tuple[IngestResult, bool] | Exception]:
-        """One transaction for ``group`` (one conclusion per chunk): (result, newly receipted) or the
-        Unprocessable of each, in order."""
+    async def _commit_group(self, group: list[_Conclusion | _Delivery]
+                            ) -> list[tuple[IngestResult, bool] | Exception]:
+        """One transaction for ``group``: (result, newly receipted) or the refusal of each, in order.
+
+        Locks in announce's order (devices, then entries, then the log's sequencer): taking a
+        device only after the log append deadlocked with an event announced for the same device
+        (which holds the device and waits for the sequencer). Devices in id order, so two groups
+        never wait for each other in a circle.
+        """
         now = self.clock.now_ms()
-        keys = [(c.row.device_id, c.row.seq) for c in group]
-        outcomes: list[tuple[IngestResult, bool] | Exception] = []
-        verified: list[tuple[int, Any, dict[str, Any]]] = []  # (outcome slot, entry row, entry update)
+        outcomes: list[tuple[IngestResult, bool] | Exception] = [_UNLOGGED] * len(group)
+        # (outcome slot, entry row, what its receipt changes): receipts are made once the group is logged.
+        verified: list[tuple[int, Any, dict[str, Any]]] = []
+        inserts: list[dict[str, Any]] = []  # new entries' rows (those verified get their receipt below)
         async with self.db.write() as conn:
-            # Locks in announce's order (devices, then entries, then the log's sequencer): the receipt
-            # below updates the device row after the log append, and taking it only then deadlocked
-            # with an event announced for the same device (which holds the device and waits for the
-            # sequencer). Devices in id order, so two groups never wait for each other in a circle.
-            await conn.execute(_DEVICES_LOCKED, {"b_devices": sorted({d for d, _ in keys})})
-            current = {(r.device_id, r.seq): r for r in
-                       (await conn.execute(_ENTRIES_LOCKED, {"b_keys": sorted(keys)})).all()}
-            for c, key in zip(group, keys, strict=True):
-                row = current[key]
-                if row.state == ChunkState.VERIFIED:  # another request won the race: the same receipt
-                    outcomes.append((self._result(row, created=False), False))
-                    continue
-                failed = c.steps.failed
-                verification = c.steps.to_json()
-                if c.media_json is not None:
-                    verification.append({"media": c.media_json})
-                state = ChunkState(row.state)
-                if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
-                    state = advance(state, ChunkEvent.UPLOAD)
-                where = {"b_device": row.device_id, "b_seq": row.seq}
-                if failed is None:
-                    state = advance(state, ChunkEvent.VERIFY)
-                    verified.append((len(outcomes), row, where | {
-                        "state": state.value, "uploaded_ms": row.uploaded_ms or now, "verified_ms": now,
-                        "stored_sha256": c.actual, "verification": verification}))
-                    outcomes.append(_UNLOGGED)  # its receipt, once the group is logged
-                    continue
-                state = advance(state, ChunkEvent.REJECT)
-                await conn.execute(_UPDATE_ENTRY, where | {
-                    "state": state.value, "uploaded_ms": row.uploaded_ms or now, "verification": verification})
-                await open_finding(conn, F.CHUNK_VERIFY_FAILED, row.device_id,
-                                   f"seq {row.seq} failed step ({failed.number}) {failed.title}: {failed.detail}",
-                                   {"seq": row.seq, "step": failed.number, "detail": failed.detail,
-                                    "stored_sha256": c.actual}, now, device_id=row.device_id, seq=row.seq,
-                                   dedup_key=f"verify:{row.device_id}:{row.seq}:{c.actual}:{failed.number}")
-                outcomes.append(Unprocessable(
-                    f"seq {row.seq} failed verification step ({failed.number}) {failed.title}: {failed.detail}",
-                    code="verification_failed", step=failed.number, steps=c.steps.to_json()))
+            devs = _group_devices((await conn.execute(_DEVICES_LOCKED, {
+                "b_devices": sorted({p.key[0] for p in group})})).all())
+            concluded = [(i, p) for i, p in enumerate(group) if isinstance(p, _Conclusion)]
+            delivered = [(i, p) for i, p in enumerate(group) if isinstance(p, _Delivery)]
+            if concluded:
+                await self._conclude_rows(conn, concluded, outcomes, verified, now)
+            if delivered:
+                await self._accept_deliveries(conn, delivered, devs, outcomes, verified, inserts, now)
             if verified:
                 receipts = await self._sign_receipts(conn, [
-                    (row.device_id, row.seq, row.entry_hash, row.object_key, update["stored_sha256"])
-                    for _, row, update in verified], now)
-                updates = [update | {"receipt": receipt} for (_, _, update), receipt in zip(verified, receipts,
-                                                                                           strict=True)]
-                await conn.execute(_UPDATE_ENTRY, updates)
-                await conn.execute(_RECEIPTED, [{"b_device": row.device_id, "b_seq": row.seq,
-                                                 "receipted_seq": row.seq} for _, row, _ in verified])
-                for (slot, row, update), receipt in zip(verified, receipts, strict=True):
-                    outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, update["state"],
-                                                   row.trusted, receipt=receipt, steps=update["verification"],
+                    (row.device_id, row.seq, row.entry_hash, row.object_key, change["stored_sha256"])
+                    for _, row, change in verified], now)
+                updates = []
+                for (slot, row, change), receipt in zip(verified, receipts, strict=True):
+                    change["receipt"] = receipt
+                    if not isinstance(group[slot], _Delivery):  # a delivery's row is inserted with it below
+                        updates.append({"b_device": row.device_id, "b_seq": row.seq} | change)
+                    dev = devs[row.device_id]
+                    if dev.receipted_seq is None or row.seq > dev.receipted_seq:
+                        dev.receipted_seq, dev.touched = row.seq, True
+                    outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, change["state"],
+                                                   row.trusted, created=isinstance(group[slot], _Delivery),
+                                                   receipt=receipt, steps=change["verification"],
                                                    verified_ms=now), True)
+                if updates:
+                    await conn.execute(_UPDATE_ENTRY, updates)
+            if inserts:
+                await conn.execute(_INSERT_ENTRY, inserts)
+            touched = [{"b_device": d.id, "highest_seq": d.highest_seq, "receipted_seq": d.receipted_seq,
+                        "last_seen_ms": d.last_seen_ms} for d in devs.values() if d.touched]
+            if touched:
+                await conn.execute(_UPDATE_DEVICE, touched)
         return outcomes
+
+    async def _conclude_rows(self, conn: AsyncConnection, concluded: list[tuple[int, _Conclusion]],
+                             outcomes: list[tuple[IngestResult, bool] | Exception],
+                             verified: list[tuple[int, Any, dict[str, Any]]], now: int) -> None:
+        """A group's conclusions (checklists of stored entries): rejections recorded here, the verified
+        added to ``verified`` for the group's receipts."""
+        current = {(r.device_id, r.seq): r for r in (await conn.execute(_ENTRIES_LOCKED, {
+            "b_keys": sorted(c.key for _, c in concluded)})).all()}
+        for slot, c in concluded:
+            row = current[c.key]
+            if row.state == ChunkState.VERIFIED:  # another request won the race: the same receipt
+                outcomes[slot] = (self._result(row, created=False), False)
+                continue
+            verification = c.steps.to_json()
+            if c.media_json is not None:
+                verification.append({"media": c.media_json})
+            state = ChunkState(row.state)
+            if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
+                state = advance(state, ChunkEvent.UPLOAD)
+            failed = c.steps.failed
+            if failed is None:
+                verified.append((slot, row, {
+                    "state": advance(state, ChunkEvent.VERIFY).value, "uploaded_ms": row.uploaded_ms or now,
+                    "verified_ms": now, "stored_sha256": c.actual, "verification": verification}))
+                continue
+            await conn.execute(_UPDATE_ENTRY, {
+                "b_device": row.device_id, "b_seq": row.seq, "state": advance(state, ChunkEvent.REJECT).value,
+                "uploaded_ms": row.uploaded_ms or now, "verification": verification})
+            outcomes[slot] = await self._rejected(conn, row.device_id, row.seq, c.steps, c.actual, now)
+
+    async def _rejected(self, conn: AsyncConnection, device_id: str, seq: int, steps: Checklist, actual: str,
+                        now: int) -> Unprocessable:
+        """Record a failed checklist's finding; the refusal its request gets."""
+        failed = steps.failed
+        assert failed is not None
+        await open_finding(conn, F.CHUNK_VERIFY_FAILED, device_id,
+                           f"seq {seq} failed step ({failed.number}) {failed.title}: {failed.detail}",
+                           {"seq": seq, "step": failed.number, "detail": failed.detail, "stored_sha256": actual},
+                           now, device_id=device_id, seq=seq,
+                           dedup_key=f"verify:{device_id}:{seq}:{actual}:{failed.number}")
+        return Unprocessable(f"seq {seq} failed verification step ({failed.number}) {failed.title}: {failed.detail}",
+                             code="verification_failed", step=failed.number, steps=steps.to_json())
+
+    async def _accept_deliveries(self, conn: AsyncConnection, delivered: list[tuple[int, _Delivery]],
+                                 devs: dict[str, _GroupDevice], outcomes: list[tuple[IngestResult, bool] | Exception],
+                                 verified: list[tuple[int, Any, dict[str, Any]]], inserts: list[dict[str, Any]],
+                                 now: int) -> None:
+        """A group's new deliveries: the announce's checks (trust, chain, gaps, officer) for each in
+        sequence order, as if stored one by one, with one read of their neighbours and one of their
+        assignments; then each one's checklist. Rows go to ``inserts``, the verified to ``verified``."""
+        delivered = sorted(delivered, key=lambda d: d[1].key)
+        device_ids = sorted({d.key[0] for _, d in delivered})
+        seqs = sorted({s for _, d in delivered for s in (d.entry.seq - 1, d.entry.seq, d.entry.seq + 1)})
+        chains: dict[str, list[Any]] = {dev: [] for dev in device_ids}
+        for r in (await conn.execute(_GROUP_NEIGHBOURS, {"b_devices": device_ids, "b_seqs": seqs, "b_prevs": sorted(
+                {d.entry.prev for _, d in delivered})})).all():
+            chains[r.device_id].append(r)
+        times = [d.entry.start_ms for _, d in delivered]
+        assignments = await assignments_overlapping(conn, device_ids, min(times), max(times))
+        for slot, d in delivered:
+            entry, dev = d.entry, devs.get(d.key[0])
+            chain = chains[entry.device_id]
+            if any(r.seq == entry.seq for r in chain):
+                outcomes[slot] = _Taken()  # by its MQTT copy, or by an equal delivery in this group
+                continue
+            if dev is None or d.envelope.key_id not in dev.retired_after:  # never: devices and keys stay
+                outcomes[slot] = Unauthorized(f"device {entry.device_id} has no key {d.envelope.key_id}",
+                                              code="unknown_key")
+                continue
+            trusted = entry_trusted(dev.changes, entry.seq, dev.retired_after[d.envelope.key_id])
+            values = _entry_values(d.envelope, entry, CHUNK, d.entry_hash, d.source, trusted, now)
+            _, before = await self._link_checks(conn, entry, d.entry_hash, chain, now)
+            chain.append(SimpleNamespace(seq=entry.seq, prev=entry.prev, entry_hash=d.entry_hash))
+            await self._gaps(conn, dev, entry.seq, now)
+            if dev.highest_seq is None or entry.seq > dev.highest_seq:
+                dev.highest_seq = entry.seq
+            dev.last_seen_ms, dev.touched = now, True
+            found = in_force(assignments[entry.device_id], entry.start_ms)
+            if entry.officer_id is not None and (found is None or found.officer_id != entry.officer_id):
+                found = await assignment_and_cert(conn, entry.device_id, entry.start_ms, entry.officer_id)
+            await self._officer_findings(conn, entry, entry.start_ms, found or _NO_ASSIGNMENT, now)
+            if not trusted:
+                await self._untrusted(conn, entry, d.envelope.key_id, now)
+            values.update(uploaded_ms=None, verification=None, verified_ms=None, stored_sha256=None, receipt=None)
+            inserts.append(values)
+            if d.body is None:  # announced: its bytes come later
+                outcomes[slot] = (IngestResult(entry.device_id, entry.seq, CHUNK, d.entry_hash, values["state"],
+                                               trusted, created=True), False)
+                continue
+            row = d.row = SimpleNamespace(**values | {"uploaded_ms": now}, alg=d.alg, public_key=d.public_key)
+            steps, media_json = self._checklist(row, before, entry, StoredObject(d.body), entry.sha256, d.report,
+                                                signature_checked=True)
+            verification = steps.to_json() + ([{"media": media_json}] if media_json is not None else [])
+            state = advance(ChunkState.ANNOUNCED, ChunkEvent.UPLOAD)
+            values.update(uploaded_ms=now, verification=verification)
+            if steps.failed is None:
+                values.update(state=advance(state, ChunkEvent.VERIFY).value, verified_ms=now,
+                              stored_sha256=entry.sha256)
+                verified.append((slot, row, values))  # its receipt goes into ``values`` before the insert
+            else:
+                values["state"] = advance(state, ChunkEvent.REJECT).value
+                outcomes[slot] = await self._rejected(conn, entry.device_id, entry.seq, steps, entry.sha256, now)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -962,6 +1206,30 @@ class IngestService:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt.limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
+
+
+def _entry_values(envelope: Envelope, entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str,
+                  trusted: bool, now: int) -> dict[str, Any]:
+    """An entry's row as announced (its bytes not yet stored)."""
+    values: dict[str, Any] = {
+        "device_id": entry.device_id, "seq": entry.seq, "kind": kind, "payload_type": envelope.payload_type,
+        "envelope": envelope.raw, "entry_hash": h, "prev": entry.prev, "key_id": envelope.key_id,
+        "recording_id": entry.recording_id, "officer_id": entry.officer_id, "case_step": entry.case_step,
+        "trusted": trusted, "source": source, "received_ms": now, "state": ChunkState.ANNOUNCED.value,
+    }
+    if isinstance(entry, ChunkManifest):
+        values.update(time_ms=entry.start_ms, duration_ms=entry.duration_ms, sha256=entry.sha256,
+                      size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
+    else:
+        values.update(time_ms=entry.time_ms, event=entry.event)
+    return values
+
+
+def _unauthorized(exc: SignatureError | NotFound) -> Unauthorized | SignatureError | NotFound:
+    """A manifest that does not authenticate its delivery is a 401; other errors pass unchanged."""
+    if exc.code not in ("bad_signature", "unknown_key", "wrong_key", "unknown_device", "unsupported_algorithm"):
+        return exc
+    return Unauthorized(f"the manifest does not authenticate this upload: {exc.message}", code=exc.code)
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -74,6 +74,36 @@ async def assignment_and_cert(conn: AsyncConnection, device_id: str, time_ms: in
                                                       "b_officer": officer_id})).one()
 
 
+#: The assignments of some devices that overlap a time span, each with its officer's certificate.
+_ASSIGNMENTS_OVERLAPPING = (
+    sa.select(assignments.c.id, assignments.c.device_id, assignments.c.officer_id, assignments.c.from_ms,
+              assignments.c.until_ms, officers.c.cert_expires_ms, officers.c.cert_number)
+    .select_from(assignments.outerjoin(officers, officers.c.id == assignments.c.officer_id))
+    .where(assignments.c.device_id.in_(sa.bindparam("b_devices", expanding=True)),
+           assignments.c.from_ms <= sa.bindparam("b_last"),
+           sa.or_(assignments.c.until_ms.is_(None), assignments.c.until_ms > sa.bindparam("b_first")))
+)
+
+
+async def assignments_overlapping(conn: AsyncConnection, device_ids: list[str], first_ms: int, last_ms: int
+                                  ) -> dict[str, list[Any]]:
+    """Per device, its assignments in force at some time in ``[first_ms, last_ms]``, each with the
+    assigned officer's ``cert_expires_ms`` and ``cert_number``: what a group of entries is checked
+    against in one trip (pick each entry's with :func:`in_force`)."""
+    found: dict[str, list[Any]] = {d: [] for d in device_ids}
+    for row in (await conn.execute(_ASSIGNMENTS_OVERLAPPING, {"b_devices": device_ids, "b_first": first_ms,
+                                                               "b_last": last_ms})).all():
+        found[row.device_id].append(row)
+    return found
+
+
+def in_force(rows: list[Any], time_ms: int) -> Any | None:
+    """Of ``rows`` (one device's assignments), the one in force at ``time_ms``, as :func:`assignment_at`
+    chooses it."""
+    return max((r for r in rows if r.from_ms <= time_ms and (r.until_ms is None or r.until_ms > time_ms)),
+               key=lambda r: r.from_ms, default=None)
+
+
 async def assignment_at(conn: AsyncConnection, device_id: str, time_ms: int) -> Any | None:
     """The assignment of ``device_id`` in force at ``time_ms``, if any."""
     return (await conn.execute(_ASSIGNMENT_AT, {"b_device": device_id, "b_time": time_ms})).first()

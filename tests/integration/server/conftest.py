@@ -94,6 +94,18 @@ async def any_server(request: pytest.FixtureRequest, tmp_path: Path, clock: Fake
     await srv.stop()
 
 
+@pytest.fixture(params=("sqlite-local", "postgres-local"))
+async def local_server(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+                       ) -> AsyncIterator[RunningServer]:
+    """The local store (which takes chunks with their manifest in one request) on SQLite and on PostgreSQL."""
+    kw: dict[str, Any] = {}
+    if request.param == "postgres-local":
+        kw = {"database_url": request.getfixturevalue("postgres_db").async_url}
+    srv = await start_server(server_config(tmp_path / "data", **kw), clock)
+    yield srv
+    await srv.stop()
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client session."""
@@ -160,6 +172,12 @@ def admin(server: RunningServer, session: aiohttp.ClientSession, admin_token: st
 def any_admin(any_server: RunningServer, session: aiohttp.ClientSession) -> Api:
     """Admin API client of ``any_server``."""
     return Api(any_server.url, session, any_server.services.datadir.admin_token.read_text().strip())
+
+
+@pytest.fixture
+def local_admin(local_server: RunningServer, session: aiohttp.ClientSession) -> Api:
+    """Admin API client of ``local_server``."""
+    return Api(local_server.url, session, local_server.services.datadir.admin_token.read_text().strip())
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from custody.clock import FakeClock
 from protocol.canonical import b64e
@@ -26,6 +27,7 @@ from protocol.envelope import Envelope
 from protocol.keys import SigningKey
 from protocol.messages import ChunkManifest
 from server.app import RunningServer
+from server.db.schema import devices
 from tests.helpers.device import SimDevice
 from tests.helpers.media import Chunk, make_chunk
 from tests.integration.server.conftest import Api
@@ -113,8 +115,8 @@ async def test_bad_deliveries_are_refused_with_nothing_stored(server: RunningSer
         assert reply.headers["Content-Type"].startswith("application/problem+json"), name
     assert await stored_count(server) == 0
     entries = await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries")
-    # The mismatched bodies were refused after the genuine manifest was recorded: it waits for its bytes.
-    assert [(e["seq"], e["state"]) for e in entries["entries"]] == [(0, "verified"), (1, "announced")]
+    # The mismatched bodies were refused before their genuine manifest was recorded: nothing of seq 1.
+    assert [(e["seq"], e["state"]) for e in entries["entries"]] == [(0, "verified")]
     # The genuine pair still goes through.
     reply = await device.put_chunk(env, chunk.data)
     assert reply.status == 201, reply.body
@@ -204,3 +206,84 @@ async def test_concurrent_chunks_are_concluded_in_groups(any_server: RunningServ
     # At least once, several conclusions shared one transaction.
     grouped = collections.Counter(ingest.group_sizes) - groups_before
     assert max(grouped) > 1, grouped
+
+
+@pytest.mark.parametrize("via", ["deliver", "announce"])
+async def test_chunks_recorded_together_get_every_check(local_server: RunningServer, local_admin: Api,
+                                                        clock: FakeClock, via: str) -> None:
+    """New chunks recorded in one group transaction, delivered with their bytes or announced first
+    (as their MQTT copies are), are checked as if they came one by one: gaps, links, officers, trust."""
+    admin, day = local_admin, 86_400_000
+    now = clock.now_ms()
+    await admin.ok("POST", "/api/v1/officers", {"id": "off-1", "name": "张三", "unit": "一队",
+                                                "cert_number": "ZJ-0001", "cert_expires_ms": now + 30 * day})
+    await admin.ok("POST", "/api/v1/officers", {"id": "off-2", "name": "李四", "unit": "一队",
+                                                "cert_number": "ZJ-0002", "cert_expires_ms": now - day})
+    device = await admin.enroll(clock)
+    await admin.ok("POST", f"/api/v1/devices/{device.device_id}/assignments", {"officer_id": "off-1"}, 201)
+    device.officer_id = "off-1"
+    await device.announce(device.event("start"))
+    chunks = {seq: make_chunk(seed=seq) for seq in range(1, 6)}
+    m1 = device.manifest(chunks[1], officer_id="off-2")  # someone else, whose certificate has expired
+    m2 = device.manifest(chunks[2])
+    m3 = device.manifest(chunks[3])
+    m4 = device.manifest(chunks[4], prev="ab" * 32)  # does not follow seq 3
+    # seq 3 first: a gap (1..2) that is a finding, not a refusal; its link is provisional.
+    r3 = await device.put_chunk(m3, chunks[3].data)
+    assert r3.status == 201, r3.body
+    assert [s["status"] for s in r3.json["verification"] if "number" in s][2] == "provisional"
+    gaps = await findings(admin, device.device_id, "chain.gap", open_only=True)
+    assert [(g["evidence"]["first"], g["evidence"]["last"]) for g in gaps] == [(1, 2)]
+    # The rest at once, seq 1 twice (a retry racing its original). The device row is held locked
+    # until every one waits for a group, so that they meet: a group of one, then one of the others.
+    ingest = local_server.services.ingest
+    groups_before = collections.Counter(ingest.group_sizes)
+    db = local_server.services.db
+    later = [(m4, chunks[4]), (m2, chunks[2]), (m1, chunks[1]), (m1, chunks[1])]
+    async with db.write() as conn:
+        await conn.execute(db.lock_device(sa.select(devices.c.id).where(devices.c.id == device.device_id)))
+        if via == "deliver":
+            sending = asyncio.gather(*(device.put_chunk(m, c.data) for m, c in later))
+        else:
+            sending = asyncio.gather(*(device.announce(m) for m, _ in later))
+        for _ in range(200):
+            if len(ingest._pending) >= 2:  # besides the one the committer holds
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    replies = await sending
+    if via == "announce":
+        for reply in replies:
+            assert reply.status in (200, 201), reply.body
+            assert reply.json["state"] == "announced"
+        replies = [await device.put_chunk(m, c.data) for m, c in later]
+    for reply in replies:
+        assert reply.status in (200, 201), reply.body
+        assert reply.json["state"] == "verified"
+    assert replies[2].json["receipt"] == replies[3].json["receipt"]
+    grouped = collections.Counter(local_server.services.ingest.group_sizes) - groups_before
+    assert max(grouped) > 1, grouped
+    assert await findings(admin, device.device_id, "chain.gap", open_only=True) == []
+    mismatched = await findings(admin, device.device_id, "chain.prev_mismatch")
+    assert [f["seq"] for f in mismatched] == [4]
+    officer = await findings(admin, device.device_id, "officer.mismatch")
+    assert [(f["seq"], f["evidence"]["assigned_officer"]) for f in officer] == [(1, "off-1")]
+    assert [f["seq"] for f in await findings(admin, device.device_id, "officer.certificate_expired")] == [1]
+    # A lost device's chunk: stored, verified, receipted and untrusted.
+    await admin.ok("POST", f"/api/v1/devices/{device.device_id}/state", {"state": "lost", "reason": "stolen"})
+    m5 = device.manifest(chunks[5])
+    r5 = await device.put_chunk(m5, chunks[5].data)
+    assert r5.status == 201, r5.body
+    assert (r5.json["state"], r5.json["trusted"]) == ("verified", False)
+    assert [f["seq"] for f in await findings(admin, device.device_id, "entry.untrusted")] == [5]
+    listed = (await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries?from_seq=1"))["entries"]
+    assert [(e["seq"], e["state"], e["trusted"]) for e in listed] == [
+        (1, "verified", True), (2, "verified", True), (3, "verified", True), (4, "verified", True),
+        (5, "verified", False)]
+    receipts = [open_receipt(r.json["receipt"], local_server) for r in (r3, *replies[:3], r5)]
+    assert sorted(r.seq for r in receipts) == [1, 2, 3, 4, 5]
+    assert len({r.log_index for r in receipts}) == 5
+    me = await device.request("GET", "/api/v1/device/self")
+    assert me.status == 200, me.body
+    status = await admin.ok("GET", f"/api/v1/devices/{device.device_id}")
+    assert (status["highest_seq"], status["receipted_seq"]) == (5, 5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -146,7 +147,7 @@ _DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
     entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
 
 
-#: Conclusions and deliveries committed together at most (IngestService._conclude, _deliver_new).
+#: Conclusions and new entries committed together at most (IngestService._enqueue).
 CONCLUDE_BATCH = 64
 #: Device signing keys kept in memory (a key id names one public key for good: it is its fingerprint).
 KNOWN_KEYS = 100_000
@@ -206,6 +207,10 @@ class _Conclusion:
     @property
     def entry_hash(self) -> str:
         return str(self.row.entry_hash)
+
+    def checks(self, row: Any) -> tuple[Checklist, str, dict[str, Any] | None]:
+        """The checklist, the stored bytes' SHA-256 and the media report, for the locked ``row``."""
+        return self.steps, self.actual, self.media_json
 
 
 @dataclass(slots=True)
@@ -351,13 +356,10 @@ class IngestService:
         # Every entry comes twice (MQTT, and with its bytes over HTTP), and whichever is second is a
         # repeat: answered from a read, without the write transaction a new entry needs. The same
         # hash means the same signed bytes, whose signature was checked when they were stored.
-        repeat = await self._repeat(entry, h, kind) if not new else None
-        if repeat is not None:
-            return self._with_upload_target(repeat, entry, now)
         if isinstance(entry, ChunkManifest):
-            # A new manifest is recorded in a group transaction shared with the chunks delivered,
-            # announced or concluded at the same moment; one whose sequence number is taken by then
-            # goes on below, which answers the repeat or records the conflict.
+            # A manifest is recorded, or found already recorded, in a group transaction shared with
+            # the chunks delivered, announced or concluded at the same moment (no read first); one
+            # whose sequence number holds a different entry goes on below, which records the conflict.
             alg, public_key = await self._signing_key(entry.device_id, envelope.key_id)
             envelope.verify(VerifyKey(alg, public_key))
             try:
@@ -366,8 +368,12 @@ class IngestService:
             except _Taken:
                 pass
             else:
-                self._remember(h, entry.device_id, entry.seq, None)
+                if grouped.created:
+                    self._remember(h, entry.device_id, entry.seq, None)
                 return self._with_upload_target(grouped, entry, now)
+        repeat = await self._repeat(entry, h, kind) if not new else None
+        if repeat is not None:
+            return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
         async with self.db.write() as conn:
             rows = (await conn.execute(_DEVICE_KEY_STATES, {"b_device": entry.device_id,
@@ -696,30 +702,32 @@ class IngestService:
         if len(body) != entry.size:
             raise BadRequest(f"body is {len(body)} bytes, the manifest says {entry.size}", code="size_mismatch")
         h = entry_hash(envelope.raw)
+        try:
+            return await self._deliver_signed(envelope, entry, h, body)
+        except _Taken:  # a different entry holds the sequence number, or this one came twice at once
+            pass
         async with self.db.read() as conn:
             row, before = await self._entry_and_before(conn, device_id, seq)
-        if row is None:
-            try:
-                return await self._deliver_new(envelope, entry, h, body)
-            except _Taken:  # stored meanwhile (its MQTT copy, or this delivery sent twice at once)
-                async with self.db.read() as conn:
-                    row, before = await self._entry_and_before(conn, device_id, seq)
-                assert row is not None
-        if row.entry_hash != h:
-            try:  # the signature first (a forgery is 401), then the conflict, recorded as evidence (409)
-                await self._announce(envelope, entry, source="http", device_id=None, new=True)
-            except (SignatureError, NotFound) as exc:
-                raise _unauthorized(exc) from None
-            raise AssertionError("a different entry for a used sequence number was not refused")  # pragma: no cover
-        return await self._store_and_verify(row, before, body)
+        assert row is not None
+        if row.entry_hash == h:
+            return await self._store_and_verify(row, before, body)
+        try:  # the conflict, recorded (409); the body is kept aside as its evidence
+            await self._announce(envelope, entry, source="http", device_id=None, new=True)
+        except Conflict:
+            await self.store_upload(conflict_key(device_id, seq, entry.sha256), entry.sha256, entry.size, body)
+            raise
+        raise AssertionError("a different entry for a used sequence number was not refused")  # pragma: no cover
 
-    async def _deliver_new(self, envelope: Envelope, entry: ChunkManifest, h: str, body: bytes) -> dict[str, Any]:
-        """:meth:`deliver` of a chunk not stored yet: the signature, then the bytes, then the group's transaction.
+    async def _deliver_signed(self, envelope: Envelope, entry: ChunkManifest, h: str, body: bytes
+                              ) -> dict[str, Any]:
+        """:meth:`deliver`: the signature, then the bytes, then the group's transaction.
 
         The bytes are stored only once the manifest is known to be the device's (so a forgery
-        stores nothing), and before the entry: a crash between the two leaves bytes that the
+        stores nothing), and before a new entry is: a crash between the two leaves bytes that the
         device's retry finds already there (the same content-derived key), never an entry whose
-        bytes are missing. Raises :class:`_Taken` when the sequence number was taken meanwhile.
+        bytes are missing. No read first: the group finds whether the entry is new, already
+        stored (its MQTT copy came first: it is concluded there with these bytes), or whether a
+        different entry holds its sequence number (raises :class:`_Taken`).
         """
         if entry.size > self.config.max_chunk_bytes:
             raise PayloadTooLarge(f"chunk of {entry.size} bytes exceeds the limit of {self.config.max_chunk_bytes}",
@@ -975,32 +983,55 @@ class IngestService:
         """
         now = self.clock.now_ms()
         outcomes: list[tuple[IngestResult, bool] | Exception] = [_UNLOGGED] * len(group)
-        # (outcome slot, entry row, what its receipt changes): receipts are made once the group is logged.
-        verified: list[tuple[int, Any, dict[str, Any]]] = []
+        # (outcome slot, entry row, what its receipt changes, inserted by this group): receipts are
+        # made once the group is logged.
+        verified: list[tuple[int, Any, dict[str, Any], bool]] = []
         inserts: list[dict[str, Any]] = []  # new entries' rows (those verified get their receipt below)
         async with self.db.write() as conn:
             devs = _group_devices((await conn.execute(_DEVICES_LOCKED, {
                 "b_devices": sorted({p.key[0] for p in group})})).all())
-            concluded = [(i, p) for i, p in enumerate(group) if isinstance(p, _Conclusion)]
-            delivered = [(i, p) for i, p in enumerate(group) if isinstance(p, _Delivery)]
+            concluded: list[tuple[int, tuple[str, int], Callable[[Any], tuple[Checklist, str, dict[str, Any] | None]]]]
+            concluded = [(i, p.key, p.checks) for i, p in enumerate(group) if isinstance(p, _Conclusion)]
+            delivered = sorted(((i, p) for i, p in enumerate(group) if isinstance(p, _Delivery)),
+                               key=lambda d: d[1].key)
+            chains = await self._chains(conn, [d for _, d in delivered]) if delivered else {}
+            new: list[tuple[int, _Delivery]] = []
+            repeats: list[tuple[int, tuple[str, int]]] = []
+            for slot, d in delivered:
+                stored = next((r for r in chains[d.key[0]] if r.seq == d.entry.seq), None)
+                if stored is None:
+                    new.append((slot, d))
+                elif stored.entry_hash == d.entry_hash and d.body is not None:
+                    # Announced already (its MQTT copy came first): concluded with these bytes.
+                    before = next((r for r in chains[d.key[0]] if r.seq == d.entry.seq - 1), None)
+                    concluded.append((slot, d.key, functools.partial(self._delivered_checks, d, before)))
+                elif stored.entry_hash == d.entry_hash:  # announced again: the entry as it is
+                    repeats.append((slot, d.key))
+                else:  # a different entry: the conflict is recorded one by one
+                    outcomes[slot] = _Taken()
+            if repeats:
+                current = {(r.device_id, r.seq): r for r in (await conn.execute(_ENTRIES_LOCKED, {
+                    "b_keys": sorted({key for _, key in repeats})})).all()}
+                for slot, key in repeats:
+                    outcomes[slot] = (self._result(current[key], created=False), False)
             if concluded:
                 await self._conclude_rows(conn, concluded, outcomes, verified, now)
-            if delivered:
-                await self._accept_deliveries(conn, delivered, devs, outcomes, verified, inserts, now)
+            if new:
+                await self._accept_deliveries(conn, new, chains, devs, outcomes, verified, inserts, now)
             if verified:
                 receipts = await self._sign_receipts(conn, [
                     (row.device_id, row.seq, row.entry_hash, row.object_key, change["stored_sha256"])
-                    for _, row, change in verified], now)
+                    for _, row, change, _ in verified], now)
                 updates = []
-                for (slot, row, change), receipt in zip(verified, receipts, strict=True):
+                for (slot, row, change, created), receipt in zip(verified, receipts, strict=True):
                     change["receipt"] = receipt
-                    if not isinstance(group[slot], _Delivery):  # a delivery's row is inserted with it below
+                    if not created:  # a new entry's row is inserted with its receipt below
                         updates.append({"b_device": row.device_id, "b_seq": row.seq} | change)
                     dev = devs[row.device_id]
                     if dev.receipted_seq is None or row.seq > dev.receipted_seq:
                         dev.receipted_seq, dev.touched = row.seq, True
                     outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, change["state"],
-                                                   row.trusted, created=isinstance(group[slot], _Delivery),
+                                                   row.trusted, created=created,
                                                    receipt=receipt, steps=change["verification"],
                                                    verified_ms=now), True)
                 if updates:
@@ -1013,34 +1044,58 @@ class IngestService:
                 await conn.execute(_UPDATE_DEVICE, touched)
         return outcomes
 
-    async def _conclude_rows(self, conn: AsyncConnection, concluded: list[tuple[int, _Conclusion]],
+    async def _conclude_rows(self, conn: AsyncConnection,
+                             concluded: list[tuple[int, tuple[str, int],
+                                                   Callable[[Any], tuple[Checklist, str, dict[str, Any] | None]]]],
                              outcomes: list[tuple[IngestResult, bool] | Exception],
-                             verified: list[tuple[int, Any, dict[str, Any]]], now: int) -> None:
-        """A group's conclusions (checklists of stored entries): rejections recorded here, the verified
-        added to ``verified`` for the group's receipts."""
+                             verified: list[tuple[int, Any, dict[str, Any], bool]], now: int) -> None:
+        """A group's conclusions of stored entries, each ``(slot, key, checks)`` where ``checks(row)``
+        gives the checklist, the bytes' SHA-256 and the media report for the locked row: rejections
+        are recorded here, the verified added to ``verified`` for the group's receipts."""
         current = {(r.device_id, r.seq): r for r in (await conn.execute(_ENTRIES_LOCKED, {
-            "b_keys": sorted(c.key for _, c in concluded)})).all()}
-        for slot, c in concluded:
-            row = current[c.key]
+            "b_keys": sorted(key for _, key, _ in concluded)})).all()}
+        for slot, key, checks in concluded:
+            row = current[key]
             if row.state == ChunkState.VERIFIED:  # another request won the race: the same receipt
                 outcomes[slot] = (self._result(row, created=False), False)
                 continue
-            verification = c.steps.to_json()
-            if c.media_json is not None:
-                verification.append({"media": c.media_json})
+            steps, actual, media_json = checks(row)
+            verification = steps.to_json()
+            if media_json is not None:
+                verification.append({"media": media_json})
             state = ChunkState(row.state)
             if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
                 state = advance(state, ChunkEvent.UPLOAD)
-            failed = c.steps.failed
-            if failed is None:
+            if steps.failed is None:
                 verified.append((slot, row, {
                     "state": advance(state, ChunkEvent.VERIFY).value, "uploaded_ms": row.uploaded_ms or now,
-                    "verified_ms": now, "stored_sha256": c.actual, "verification": verification}))
+                    "verified_ms": now, "stored_sha256": actual, "verification": verification}, False))
                 continue
             await conn.execute(_UPDATE_ENTRY, {
                 "b_device": row.device_id, "b_seq": row.seq, "state": advance(state, ChunkEvent.REJECT).value,
                 "uploaded_ms": row.uploaded_ms or now, "verification": verification})
-            outcomes[slot] = await self._rejected(conn, row.device_id, row.seq, c.steps, c.actual, now)
+            outcomes[slot] = await self._rejected(conn, row.device_id, row.seq, steps, actual, now)
+
+    def _delivered_checks(self, d: _Delivery, before: Any, row: Any) -> tuple[Checklist, str, dict[str, Any] | None]:
+        """The checklist of a delivery's bytes for its entry already stored (``row``, locked)."""
+        assert d.body is not None
+        d.row = row
+        # The signature held for these very envelope bytes (the same hash) as the request began.
+        keyed = SimpleNamespace(**row._mapping, alg=d.alg, public_key=d.public_key)
+        steps, media_json = self._checklist(keyed, before, d.entry, StoredObject(d.body), d.entry.sha256, d.report,
+                                            signature_checked=True)
+        return steps, d.entry.sha256, media_json
+
+    async def _chains(self, conn: AsyncConnection, delivered: list[_Delivery]) -> dict[str, list[Any]]:
+        """Per device, its stored entries at, before and after the sequence numbers of ``delivered``
+        and those claiming the same predecessors: one read."""
+        device_ids = sorted({d.key[0] for d in delivered})
+        seqs = sorted({s for d in delivered for s in (d.entry.seq - 1, d.entry.seq, d.entry.seq + 1)})
+        chains: dict[str, list[Any]] = {dev: [] for dev in device_ids}
+        for r in (await conn.execute(_GROUP_NEIGHBOURS, {"b_devices": device_ids, "b_seqs": seqs, "b_prevs": sorted(
+                {d.entry.prev for d in delivered})})).all():
+            chains[r.device_id].append(r)
+        return chains
 
     async def _rejected(self, conn: AsyncConnection, device_id: str, seq: int, steps: Checklist, actual: str,
                         now: int) -> Unprocessable:
@@ -1056,26 +1111,22 @@ class IngestService:
                              code="verification_failed", step=failed.number, steps=steps.to_json())
 
     async def _accept_deliveries(self, conn: AsyncConnection, delivered: list[tuple[int, _Delivery]],
-                                 devs: dict[str, _GroupDevice], outcomes: list[tuple[IngestResult, bool] | Exception],
-                                 verified: list[tuple[int, Any, dict[str, Any]]], inserts: list[dict[str, Any]],
+                                 chains: dict[str, list[Any]], devs: dict[str, _GroupDevice],
+                                 outcomes: list[tuple[IngestResult, bool] | Exception],
+                                 verified: list[tuple[int, Any, dict[str, Any], bool]], inserts: list[dict[str, Any]],
                                  now: int) -> None:
-        """A group's new deliveries: the announce's checks (trust, chain, gaps, officer) for each in
-        sequence order, as if stored one by one, with one read of their neighbours and one of their
-        assignments; then each one's checklist. Rows go to ``inserts``, the verified to ``verified``."""
-        delivered = sorted(delivered, key=lambda d: d[1].key)
+        """A group's new entries (in key order; ``chains`` from :meth:`_chains`): the announce's checks
+        (trust, chain, gaps, officer) for each in sequence order, as if stored one by one, with one
+        read of their assignments; then, for those delivered with their bytes, the checklist. Rows
+        go to ``inserts``, the verified to ``verified``."""
         device_ids = sorted({d.key[0] for _, d in delivered})
-        seqs = sorted({s for _, d in delivered for s in (d.entry.seq - 1, d.entry.seq, d.entry.seq + 1)})
-        chains: dict[str, list[Any]] = {dev: [] for dev in device_ids}
-        for r in (await conn.execute(_GROUP_NEIGHBOURS, {"b_devices": device_ids, "b_seqs": seqs, "b_prevs": sorted(
-                {d.entry.prev for _, d in delivered})})).all():
-            chains[r.device_id].append(r)
         times = [d.entry.start_ms for _, d in delivered]
         assignments = await assignments_overlapping(conn, device_ids, min(times), max(times))
         for slot, d in delivered:
             entry, dev = d.entry, devs.get(d.key[0])
             chain = chains[entry.device_id]
             if any(r.seq == entry.seq for r in chain):
-                outcomes[slot] = _Taken()  # by its MQTT copy, or by an equal delivery in this group
+                outcomes[slot] = _Taken()  # by an earlier one of this group
                 continue
             if dev is None or d.envelope.key_id not in dev.retired_after:  # never: devices and keys stay
                 outcomes[slot] = Unauthorized(f"device {entry.device_id} has no key {d.envelope.key_id}",
@@ -1110,7 +1161,7 @@ class IngestService:
             if steps.failed is None:
                 values.update(state=advance(state, ChunkEvent.VERIFY).value, verified_ms=now,
                               stored_sha256=entry.sha256)
-                verified.append((slot, row, values))  # its receipt goes into ``values`` before the insert
+                verified.append((slot, row, values, True))  # its receipt goes into ``values`` before the insert
             else:
                 values["state"] = advance(state, ChunkEvent.REJECT).value
                 outcomes[slot] = await self._rejected(conn, entry.device_id, entry.seq, steps, entry.sha256, now)

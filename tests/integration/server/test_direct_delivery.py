@@ -27,7 +27,7 @@ from protocol.envelope import Envelope
 from protocol.keys import SigningKey
 from protocol.messages import ChunkManifest
 from server.app import RunningServer
-from server.db.schema import devices
+from server.db.schema import conflicts, devices
 from tests.helpers.device import SimDevice
 from tests.helpers.media import Chunk, make_chunk
 from tests.integration.server.conftest import Api
@@ -138,6 +138,19 @@ async def test_a_different_manifest_for_a_used_seq_is_a_conflict(server: Running
     entry = await admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries/1")
     assert entry["receipt"] == first.json["receipt"]
     assert len(await findings(admin, device.device_id, "chunk.conflict")) == 1
+    # The rival body came with the request: it is kept aside as the conflict's evidence, and the
+    # original is untouched.
+    grant = server.services.ingest.read_grant
+    assert grant is not None
+    rival_sha = hashlib.sha256(other.data).hexdigest()
+    kept = await server.services.store.get(f"conflicts/{device.device_id}/000000000001/{rival_sha}", grant)
+    assert kept is not None and kept.data == other.data
+    original_key = f"{device.device_id}/000000000001/{hashlib.sha256(original.data).hexdigest()}"
+    stored = await server.services.store.get(original_key, grant)
+    assert stored is not None and stored.data == original.data
+    async with server.services.db.read() as conn:
+        evidence = (await conn.execute(sa.select(conflicts.c.evidence_key))).scalars().all()
+    assert evidence == [f"conflicts/{device.device_id}/000000000001/{rival_sha}"]
 
 
 async def test_an_s3_server_sends_the_device_back_to_announcing(any_server: RunningServer, any_admin: Api,

@@ -215,12 +215,12 @@ class _Conclusion:
 
 @dataclass(slots=True)
 class _Delivery:
-    """A new chunk manifest, its signature checked, waiting for its group's transaction to record
-    it: announced (``body`` None), or delivered with its bytes, stored and checked, when the
-    transaction records its receipt too."""
+    """An entry, its signature checked, waiting for its group's transaction to record it: a chunk
+    manifest announced (``body`` None) or delivered with its bytes, stored and checked (then the
+    transaction records its receipt too), or a recording event (receipted at once)."""
 
     envelope: Envelope
-    entry: ChunkManifest
+    entry: ChunkManifest | RecordingEvent
     entry_hash: str
     alg: str
     public_key: bytes
@@ -341,9 +341,9 @@ class IngestService:
         return await self._announce(envelope, entry, source=source, device_id=device_id)
 
     async def _announce(self, envelope: Envelope, entry: ChunkManifest | RecordingEvent, *, source: str,
-                        device_id: str | None, new: bool = False) -> IngestResult:
-        """:meth:`announce` of an entry already parsed; ``new``: the caller has just read that it is
-        not stored yet (skip the read that answers repeats)."""
+                        device_id: str | None, taken: bool = False) -> IngestResult:
+        """:meth:`announce` of an entry already parsed; ``taken``: the caller has read that a different
+        entry holds its sequence number (the conflict is recorded one by one, not in a group)."""
         if device_id is not None and entry.device_id != device_id:
             raise Forbidden(f"entry names device {entry.device_id}, the request is signed by {device_id}",
                             code="wrong_device")
@@ -356,9 +356,9 @@ class IngestService:
         # Every entry comes twice (MQTT, and with its bytes over HTTP), and whichever is second is a
         # repeat: answered from a read, without the write transaction a new entry needs. The same
         # hash means the same signed bytes, whose signature was checked when they were stored.
-        if isinstance(entry, ChunkManifest):
-            # A manifest is recorded, or found already recorded, in a group transaction shared with
-            # the chunks delivered, announced or concluded at the same moment (no read first); one
+        if not taken:
+            # An entry is recorded, or found already recorded, in a group transaction shared with
+            # the entries delivered, announced or concluded at the same moment (no read first); one
             # whose sequence number holds a different entry goes on below, which records the conflict.
             alg, public_key = await self._signing_key(entry.device_id, envelope.key_id)
             envelope.verify(VerifyKey(alg, public_key))
@@ -368,12 +368,9 @@ class IngestService:
             except _Taken:
                 pass
             else:
-                if grouped.created:
+                if grouped.created and kind == CHUNK:  # an event is remembered with its receipt
                     self._remember(h, entry.device_id, entry.seq, None)
                 return self._with_upload_target(grouped, entry, now)
-        repeat = await self._repeat(entry, h, kind) if not new else None
-        if repeat is not None:
-            return self._with_upload_target(repeat, entry, now)
         conflict: Conflict | None = None
         async with self.db.write() as conn:
             rows = (await conn.execute(_DEVICE_KEY_STATES, {"b_device": entry.device_id,
@@ -432,16 +429,6 @@ class IngestService:
             return False
         return self.clock.now_ms() - known[2] < resend_after_ms
 
-    async def _repeat(self, entry: ChunkManifest | RecordingEvent, h: str, kind: str) -> IngestResult | None:
-        """The stored entry when ``h`` is already stored for its sequence number, else None."""
-        async with self.db.read() as conn:
-            row = (await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).first()
-        if row is None or row.entry_hash != h:
-            return None  # new, or a conflict: both are decided under the write lock
-        if kind == CHUNK:
-            advance(ChunkState(row.state), ChunkEvent.ANNOUNCE)  # legal from every state but committed
-        return self._result(row, created=False)
-
     def _with_upload_target(self, result: IngestResult, entry: ChunkManifest | RecordingEvent,
                             now: int) -> IngestResult:
         result.direct_upload = self.store.direct_upload
@@ -493,14 +480,8 @@ class IngestService:
         if device.highest_seq is None or entry.seq > device.highest_seq:
             update["highest_seq"] = entry.seq
         await conn.execute(_UPDATE_DEVICE, update)
-        steps = Checklist()
         if not is_chunk:
-            # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
-            steps.add(STEP_BYTES, SKIPPED, "a recording event has no bytes")
-            steps.add(STEP_SIGNATURE, PASS, f"key {envelope.key_id}" + ("" if trusted else "; untrusted (cutoff)"))
-            steps.add(STEP_CHAIN, *chain)
-            steps.add(STEP_MEDIA, SKIPPED, "a recording event has no media")
-            steps.add(STEP_STORAGE, SKIPPED, "a recording event has no bytes")
+            steps = _event_checklist(envelope.key_id, trusted, chain)
             receipt = await self._sign_receipt(conn, entry.device_id, entry.seq, h, "", None, now)
             await conn.execute(_UPDATE_ENTRY, {
                 "b_device": entry.device_id, "b_seq": entry.seq, "state": ChunkState.VERIFIED.value,
@@ -712,7 +693,7 @@ class IngestService:
         if row.entry_hash == h:
             return await self._store_and_verify(row, before, body)
         try:  # the conflict, recorded (409); the body is kept aside as its evidence
-            await self._announce(envelope, entry, source="http", device_id=None, new=True)
+            await self._announce(envelope, entry, source="http", device_id=None, taken=True)
         except Conflict:
             await self.store_upload(conflict_key(device_id, seq, entry.sha256), entry.sha256, entry.size, body)
             raise
@@ -959,7 +940,8 @@ class IngestService:
             row = pending.row
             self._remember(row.entry_hash, row.device_id, row.seq, result.verified_ms)
             try:
-                await self.store.seal(row.object_key)
+                if row.kind == CHUNK:
+                    await self.store.seal(row.object_key)
             except Exception as exc:  # committed and receipted; the request reports the failure
                 log.exception("sealing %s failed", row.object_key)
                 if not pending.done.done():
@@ -967,7 +949,7 @@ class IngestService:
                 return
             finally:
                 self._receipted_now(row.device_id, result.receipt)
-                if self.decode_queue is not None and self.config.decode_after_receipt:
+                if row.kind == CHUNK and self.decode_queue is not None and self.config.decode_after_receipt:
                     self.decode_queue.put_nowait((row.device_id, row.seq))
         if not pending.done.done():
             pending.done.set_result(result)
@@ -1078,7 +1060,7 @@ class IngestService:
 
     def _delivered_checks(self, d: _Delivery, before: Any, row: Any) -> tuple[Checklist, str, dict[str, Any] | None]:
         """The checklist of a delivery's bytes for its entry already stored (``row``, locked)."""
-        assert d.body is not None
+        assert d.body is not None and isinstance(d.entry, ChunkManifest)
         d.row = row
         # The signature held for these very envelope bytes (the same hash) as the request began.
         keyed = SimpleNamespace(**row._mapping, alg=d.alg, public_key=d.public_key)
@@ -1120,7 +1102,7 @@ class IngestService:
         read of their assignments; then, for those delivered with their bytes, the checklist. Rows
         go to ``inserts``, the verified to ``verified``."""
         device_ids = sorted({d.key[0] for _, d in delivered})
-        times = [d.entry.start_ms for _, d in delivered]
+        times = [d.entry.start_ms if isinstance(d.entry, ChunkManifest) else d.entry.time_ms for _, d in delivered]
         assignments = await assignments_overlapping(conn, device_ids, min(times), max(times))
         for slot, d in delivered:
             entry, dev = d.entry, devs.get(d.key[0])
@@ -1133,21 +1115,30 @@ class IngestService:
                                               code="unknown_key")
                 continue
             trusted = entry_trusted(dev.changes, entry.seq, dev.retired_after[d.envelope.key_id])
-            values = _entry_values(d.envelope, entry, CHUNK, d.entry_hash, d.source, trusted, now)
-            _, before = await self._link_checks(conn, entry, d.entry_hash, chain, now)
+            kind = CHUNK if isinstance(entry, ChunkManifest) else EVENT
+            values = _entry_values(d.envelope, entry, kind, d.entry_hash, d.source, trusted, now)
+            time_ms = values["time_ms"]
+            link, before = await self._link_checks(conn, entry, d.entry_hash, chain, now)
             chain.append(SimpleNamespace(seq=entry.seq, prev=entry.prev, entry_hash=d.entry_hash))
             await self._gaps(conn, dev, entry.seq, now)
             if dev.highest_seq is None or entry.seq > dev.highest_seq:
                 dev.highest_seq = entry.seq
             dev.last_seen_ms, dev.touched = now, True
-            found = in_force(assignments[entry.device_id], entry.start_ms)
+            found = in_force(assignments[entry.device_id], time_ms)
             if entry.officer_id is not None and (found is None or found.officer_id != entry.officer_id):
-                found = await assignment_and_cert(conn, entry.device_id, entry.start_ms, entry.officer_id)
-            await self._officer_findings(conn, entry, entry.start_ms, found or _NO_ASSIGNMENT, now)
+                found = await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id)
+            await self._officer_findings(conn, entry, time_ms, found or _NO_ASSIGNMENT, now)
             if not trusted:
                 await self._untrusted(conn, entry, d.envelope.key_id, now)
             values.update(uploaded_ms=None, verification=None, verified_ms=None, stored_sha256=None, receipt=None)
             inserts.append(values)
+            if isinstance(entry, RecordingEvent):
+                # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
+                steps = _event_checklist(d.envelope.key_id, trusted, link)
+                values.update(state=ChunkState.VERIFIED.value, verified_ms=now, verification=steps.to_json())
+                d.row = SimpleNamespace(**values | {"object_key": ""})  # a receipt names no object for an event
+                verified.append((slot, d.row, values, True))
+                continue
             if d.body is None:  # announced: its bytes come later
                 outcomes[slot] = (IngestResult(entry.device_id, entry.seq, CHUNK, d.entry_hash, values["state"],
                                                trusted, created=True), False)
@@ -1259,6 +1250,17 @@ class IngestService:
         return [(r.device_id, r.seq) for r in rows]
 
 
+def _event_checklist(key_id: str, trusted: bool, chain: tuple[str, str]) -> Checklist:
+    """A recording event's verification: it has no bytes, so signature and chain are all there is."""
+    steps = Checklist()
+    steps.add(STEP_BYTES, SKIPPED, "a recording event has no bytes")
+    steps.add(STEP_SIGNATURE, PASS, f"key {key_id}" + ("" if trusted else "; untrusted (cutoff)"))
+    steps.add(STEP_CHAIN, *chain)
+    steps.add(STEP_MEDIA, SKIPPED, "a recording event has no media")
+    steps.add(STEP_STORAGE, SKIPPED, "a recording event has no bytes")
+    return steps
+
+
 def _entry_values(envelope: Envelope, entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str,
                   trusted: bool, now: int) -> dict[str, Any]:
     """An entry's row as announced (its bytes not yet stored)."""
@@ -1268,11 +1270,13 @@ def _entry_values(envelope: Envelope, entry: ChunkManifest | RecordingEvent, kin
         "recording_id": entry.recording_id, "officer_id": entry.officer_id, "case_step": entry.case_step,
         "trusted": trusted, "source": source, "received_ms": now, "state": ChunkState.ANNOUNCED.value,
     }
+    # Every key, whatever the kind: a group inserts its entries with one statement.
     if isinstance(entry, ChunkManifest):
         values.update(time_ms=entry.start_ms, duration_ms=entry.duration_ms, sha256=entry.sha256,
-                      size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256))
+                      size=entry.size, object_key=object_key(entry.device_id, entry.seq, entry.sha256), event=None)
     else:
-        values.update(time_ms=entry.time_ms, event=entry.event)
+        values.update(time_ms=entry.time_ms, event=entry.event, duration_ms=None, sha256=None, size=None,
+                      object_key=None)
     return values
 
 

@@ -46,9 +46,15 @@ log = logging.getLogger(__name__)
 # several a second, so the statements of that path are built once (building one costs about twice
 # what running it does) and the device, its current key and its health row come in one trip.
 _b = sa.bindparam
+#: The device (locked) with its key and health row, the hash of the entry it holds at the status's
+#: ``last_seq`` (``b_last``; None when absent) and whether a clock-skew finding is open: one trip.
 _STATUS_DEVICE = (
     sa.select(devices.c.id, devices.c.key_id, devices.c.highest_seq, device_keys.c.alg, device_keys.c.public_key,
-              device_health.c.device_id.label("health_of"), device_health.c.status_time_ms)
+              device_health.c.device_id.label("health_of"), device_health.c.status_time_ms,
+              sa.select(entries.c.entry_hash).where(entries.c.device_id == devices.c.id,
+                                                    entries.c.seq == _b("b_last")).scalar_subquery().label("held"),
+              sa.exists().where(findings.c.device_id == devices.c.id, findings.c.code == F.DEVICE_CLOCK_SKEW.code,
+                                findings.c.closed_ms.is_(None)).label("skew_open"))
     .select_from(devices.outerjoin(device_keys, sa.and_(device_keys.c.device_id == devices.c.id,
                                                         device_keys.c.key_id == devices.c.key_id))
                  .outerjoin(device_health, device_health.c.device_id == devices.c.id))
@@ -58,8 +64,6 @@ _STATUS_DEVICE = (
 _INSERT_HEALTH = device_health.insert()
 _UPDATE_HEALTH = device_health.update().where(device_health.c.device_id == _b("b_device"))
 _DEVICE_SEEN = devices.update().where(devices.c.id == _b("b_device"))
-_ENTRY_HASH = sa.select(entries.c.entry_hash).where(entries.c.device_id == _b("b_device"),
-                                                    entries.c.seq == _b("b_seq"))
 _OPEN_SKEW = sa.select(findings.c.id).where(findings.c.device_id == _b("b_device"),
                                             findings.c.code == F.DEVICE_CLOCK_SKEW.code, findings.c.closed_ms.is_(None))
 
@@ -132,7 +136,7 @@ class FleetService:
         now = self.clock.now_ms()
         async with self.db.write() as conn:
             # (3)
-            device = (await conn.execute(_STATUS_DEVICE, {"b_device": device_id})).first()
+            device = (await conn.execute(_STATUS_DEVICE, {"b_device": device_id, "b_last": status.last_seq})).first()
             if device is None:
                 raise NotFound(f"device {device_id} is not enrolled", code="unknown_device")
             # (4)
@@ -159,7 +163,7 @@ class FleetService:
             await self._upsert(conn, device_id, has_health, values)
             await conn.execute(_DEVICE_SEEN, {"b_device": device_id, "last_seen_ms": now})
             gap = await self._continuity(conn, device, status, now)
-            await self._skew(conn, device_id, skew, now)
+            await self._skew(conn, device_id, skew, bool(device.skew_open), now)
         return StatusOutcome(device_id, True, gap, skew)
 
     async def _upsert(self, conn: AsyncConnection, device_id: str, exists: bool, values: dict[str, Any]) -> None:
@@ -179,12 +183,11 @@ class FleetService:
         if last is None or head is None:
             return None
         dev = device.id
-        held = (await conn.execute(_ENTRY_HASH, {"b_device": dev, "b_seq": last})).first()
-        if held is not None and held.entry_hash != head:
+        if device.held is not None and device.held != head:  # the entry held at last_seq (read with the device)
             await open_finding(
                 conn, F.CHAIN_SEQ_REUSE, dev,
                 f"the device's signed status names a different entry at seq {last} than the one received",
-                {"seq": last, "status_head": head, "entry_hash": held.entry_hash}, now, device_id=dev, seq=last,
+                {"seq": last, "status_head": head, "entry_hash": device.held}, now, device_id=dev, seq=last,
                 dedup_key=f"statushead:{dev}:{last}:{head}")
         highest = device.highest_seq
         if highest is not None and last <= highest:
@@ -202,18 +205,18 @@ class FleetService:
             dedup_key=f"gap:{dev}:{first}-{last}")
         return first, last
 
-    async def _skew(self, conn: AsyncConnection, device_id: str, skew: int, now: int) -> None:
-        open_rows = (await conn.execute(_OPEN_SKEW, {"b_device": device_id})).all()
+    async def _skew(self, conn: AsyncConnection, device_id: str, skew: int, is_open: bool, now: int) -> None:
+        """Open a clock-skew finding, or close the open one (``is_open``: there is one, as read with the device)."""
         if abs(skew) > self.skew_tolerance_ms:
-            if not open_rows:
+            if not is_open:
                 await open_finding(
                     conn, F.DEVICE_CLOCK_SKEW, device_id,
                     f"device clock is {skew / 1000:+.1f} s off the server clock (tolerance "
                     f"{self.skew_tolerance_ms / 1000:.1f} s)",
                     {"clock_skew_ms": skew, "tolerance_ms": self.skew_tolerance_ms}, now, device_id=device_id,
                     dedup_key=f"skew:{device_id}:{now}")
-        else:
-            for row in open_rows:
+        elif is_open:
+            for row in (await conn.execute(_OPEN_SKEW, {"b_device": device_id})).all():
                 await close_finding(conn, row.id, now, f"clock within tolerance again ({skew} ms)")
 
     # -- availability -------------------------------------------------------------------------

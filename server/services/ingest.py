@@ -143,8 +143,8 @@ _UPDATE_ENTRY = entries.update().where(entries.c.device_id == _b("b_device"), en
 _RECEIPTED = devices.update().where(
     devices.c.id == _b("b_device"), sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < _b("b_seq")))
 _INSERT_ENTRY = entries.insert()
-_DECODE_STATE = sa.select(entries.c.object_key, entries.c.decode).where(
-    entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
+_DECODE_STATES = sa.select(entries.c.device_id, entries.c.seq, entries.c.object_key, entries.c.decode).where(
+    sa.tuple_(entries.c.device_id, entries.c.seq).in_(_b("b_keys", expanding=True)))
 
 
 #: Conclusions and new entries committed together at most (IngestService._enqueue).
@@ -1206,7 +1206,9 @@ class IngestService:
         from server.media import decode_first_frame
 
         async with self.db.read() as conn:
-            rows = [(await conn.execute(_DECODE_STATE, {"b_device": d, "b_seq": q})).first() for d, q in chunks]
+            found = {(r.device_id, r.seq): r for r in (await conn.execute(_DECODE_STATES, {
+                "b_keys": sorted(set(chunks))})).all()}
+        rows = [found.get(key) for key in chunks]
         outcomes: list[bool] = []
         results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
         for (device_id, seq), row in zip(chunks, rows, strict=True):

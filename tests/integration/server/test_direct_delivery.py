@@ -300,3 +300,31 @@ async def test_chunks_recorded_together_get_every_check(local_server: RunningSer
     assert me.status == 200, me.body
     status = await admin.ok("GET", f"/api/v1/devices/{device.device_id}")
     assert (status["highest_seq"], status["receipted_seq"]) == (5, 5)
+
+
+async def test_a_body_shorter_than_declared_is_refused(server: RunningServer, admin: Api, clock: FakeClock,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A connection that ends before the declared Content-Length gets 400 ``incomplete_body``; nothing is stored."""
+    device = await admin.enroll(clock)
+    await device.announce(device.event("start"))
+    chunk = make_chunk()
+    env = device.manifest(chunk)
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (f"PUT /api/v1/chunks/{device.device_id}/1 HTTP/1.1\r\nHost: {host}\r\n"
+            f"Custody-Entry: {b64e(env.raw)}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(chunk.data)}\r\n\r\n")
+    writer.write(head.encode() + chunk.data[:1000])
+    await writer.drain()
+    writer.write_eof()  # the device's connection ends mid-body
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    if answer:  # the answer may not reach a connection that is gone; when it does, it is the 400
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == b"400", answer[:300]
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["code"] == "incomplete_body"
+    assert await stored_count(server) == 0
+    # Not an internal error: the server keeps serving, and the whole chunk goes through.
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    reply = await device.put_chunk(env, chunk.data)
+    assert reply.status == 201, reply.body

@@ -8,7 +8,6 @@ OpenAPI document is built from the same table (server/api/openapi.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -240,10 +239,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}",
                               code="payload_too_large", limit=limit)
     try:
-        if declared is not None:
-            # One read of exactly the declared length (a chunk's body is hundreds of kilobytes:
-            # a Python loop over 64 KiB pieces and a join cost more).
-            return await request.content.readexactly(declared) if declared else b""
         chunks, total = [], 0
         async for chunk in request.content.iter_chunked(1 << 16):
             total += len(chunk)
@@ -252,7 +247,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                                       limit=limit)
             chunks.append(chunk)
         return b"".join(chunks)
-    except (ConnectionResetError, asyncio.IncompleteReadError):  # aiohttp: "Connection lost" mid-body
+    except ConnectionResetError:  # aiohttp: "Connection lost" mid-body
         raise BadRequest(f"the connection ended before the body did ({declared} bytes declared)",
                          code="incomplete_body") from None
 

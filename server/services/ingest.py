@@ -132,16 +132,10 @@ _ENTRY_KEY_BEFORE = (
     .where(entries.c.device_id == _b("b_device"),
            sa.or_(entries.c.seq == _b("b_seq"), entries.c.seq == _b("b_before")))
 )
-#: Both chain neighbours and any other entry claiming the same predecessor (a fork): one trip.
-_NEIGHBOURS = sa.select(entries.c.seq, entries.c.prev, entries.c.entry_hash).where(
-    entries.c.device_id == _b("b_device"), entries.c.seq != _b("b_seq"),
-    sa.or_(entries.c.seq == _b("b_before"), entries.c.seq == _b("b_after"), entries.c.prev == _b("b_prev")))
 _OPEN_GAPS = sa.select(findings.c.id, findings.c.evidence).where(
     findings.c.device_id == _b("b_device"), findings.c.code == F.CHAIN_GAP.code, findings.c.closed_ms.is_(None))
 _UPDATE_DEVICE = devices.update().where(devices.c.id == _b("b_device"))
 _UPDATE_ENTRY = entries.update().where(entries.c.device_id == _b("b_device"), entries.c.seq == _b("b_seq"))
-_RECEIPTED = devices.update().where(
-    devices.c.id == _b("b_device"), sa.or_(devices.c.receipted_seq.is_(None), devices.c.receipted_seq < _b("b_seq")))
 _INSERT_ENTRY = entries.insert()
 _DECODE_STATES = sa.select(entries.c.device_id, entries.c.seq, entries.c.object_key, entries.c.decode).where(
     sa.tuple_(entries.c.device_id, entries.c.seq).in_(_b("b_keys", expanding=True)))
@@ -382,28 +376,16 @@ class IngestService:
                 raise SignatureError(f"key {envelope.key_id} is not a key of device {entry.device_id}",
                                      code="unknown_key")
             envelope.verify(VerifyKey(device.alg, bytes(device.public_key)))
-            changes = [(r.state, r.cutoff_seq) for r in rows if r.state is not None]
-            # Inserted unless the sequence number is taken (the primary key decides): a new entry,
-            # the common case, costs no read first.
-            result = await self._insert(conn, device, changes, envelope, entry, kind, h, source, now)
-            existing = None if result is not None else (
-                await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).one()
-            if existing is not None and existing.entry_hash == h:
-                state = ChunkState(existing.state)
-                if kind == CHUNK:
-                    new_state = advance(state, ChunkEvent.ANNOUNCE)  # legal from every state but committed
-                    assert new_state == state
+            # The group found this sequence number taken (rows are never deleted): a repeat of the
+            # same entry, or a different one, the conflict.
+            existing = (await conn.execute(_ENTRY, {"b_device": entry.device_id, "b_seq": entry.seq})).one()
+            if existing.entry_hash == h:
                 await conn.execute(_UPDATE_DEVICE, {"b_device": device.id, "last_seen_ms": now})
                 result = self._result(existing, created=False)
-            elif existing is not None:
+            else:
                 conflict = await self._record_conflict(conn, envelope, entry, existing, now)
         if conflict is not None:
             raise conflict
-        assert result is not None
-        if result.created:
-            self._remember(h, entry.device_id, entry.seq, now if kind == EVENT else None)
-            if kind == EVENT:
-                self._receipted_now(entry.device_id, result.receipt)
         return self._with_upload_target(result, entry, now)
 
     def _remember(self, h: str, device_id: str, seq: int, verified_ms: int | None) -> None:
@@ -459,38 +441,6 @@ class IngestService:
         return Conflict(f"seq {entry.seq} of device {entry.device_id} already holds a different entry; "
                         "the original is kept and this one is recorded as a conflict", code="chunk_conflict", **extra)
 
-    async def _insert(self, conn: AsyncConnection, device: Any, changes: list[tuple[str, int | None]],
-                      envelope: Envelope, entry: ChunkManifest | RecordingEvent, kind: str, h: str, source: str,
-                      now: int) -> IngestResult | None:
-        """Store a new entry, or return None when its sequence number is taken (nothing written).
-
-        ``device`` is the locked device row joined with the entry's key; ``changes`` its state changes.
-        """
-        trusted = entry_trusted(changes, entry.seq, device.retired_after_seq)
-        is_chunk = isinstance(entry, ChunkManifest)
-        values = _entry_values(envelope, entry, kind, h, source, trusted, now)
-        if not await insert_ignore(conn, entries, values, ["device_id", "seq"]):
-            return None
-        chain, _ = await self._chain_checks(conn, entry, h, now)
-        await self._gaps(conn, device, entry.seq, now)
-        await self._officer_checks(conn, entry, values["time_ms"], now)
-        if not trusted:
-            await self._untrusted(conn, entry, envelope.key_id, now)
-        update: dict[str, Any] = {"b_device": device.id, "last_seen_ms": now}
-        if device.highest_seq is None or entry.seq > device.highest_seq:
-            update["highest_seq"] = entry.seq
-        await conn.execute(_UPDATE_DEVICE, update)
-        if not is_chunk:
-            steps = _event_checklist(envelope.key_id, trusted, chain)
-            receipt = await self._sign_receipt(conn, entry.device_id, entry.seq, h, "", None, now)
-            await conn.execute(_UPDATE_ENTRY, {
-                "b_device": entry.device_id, "b_seq": entry.seq, "state": ChunkState.VERIFIED.value,
-                "verified_ms": now, "receipt": receipt, "verification": steps.to_json()})
-            await self._receipted(conn, entry.device_id, entry.seq)
-            return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.VERIFIED.value, trusted, created=True,
-                                receipt=receipt, steps=steps.to_json())
-        return IngestResult(entry.device_id, entry.seq, kind, h, ChunkState.ANNOUNCED.value, trusted, created=True)
-
     def _result(self, row: Any, *, created: bool) -> IngestResult:
         return IngestResult(
             device_id=row.device_id, seq=row.seq, kind=row.kind, entry_hash=row.entry_hash, state=row.state,
@@ -504,19 +454,11 @@ class IngestService:
                            {"seq": entry.seq, "key_id": key_id}, now, device_id=entry.device_id,
                            seq=entry.seq, dedup_key=f"untrusted:{entry.device_id}:{entry.seq}")
 
-    async def _chain_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
-                            now: int) -> tuple[tuple[str, str], Any]:
-        """Link checks against the neighbours present now; returns step 3's outcome for this entry and
-        the entry before it (None when absent)."""
-        rows = (await conn.execute(_NEIGHBOURS, {"b_device": entry.device_id, "b_seq": entry.seq,
-                                                 "b_before": entry.seq - 1, "b_after": entry.seq + 1,
-                                                 "b_prev": entry.prev})).all()
-        return await self._link_checks(conn, entry, h, rows, now)
-
     async def _link_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, h: str,
                            rows: Sequence[Any], now: int) -> tuple[tuple[str, str], Any]:
-        """:meth:`_chain_checks` against ``rows``: the device's other entries at ``seq - 1`` and
-        ``seq + 1`` and those claiming the same ``prev`` (others are ignored)."""
+        """Link checks against ``rows``, the device's other entries at ``seq - 1`` and ``seq + 1`` and
+        those claiming the same ``prev`` (others are ignored); returns step 3's outcome for this
+        entry and the entry before it (None when absent)."""
         dev, seq = entry.device_id, entry.seq
         rows = [r for r in rows if r.seq != seq and (r.seq in (seq - 1, seq + 1) or r.prev == entry.prev)]
         before = next((r for r in rows if r.seq == seq - 1), None)
@@ -569,11 +511,6 @@ class IngestService:
                            {"first": first, "last": last}, now, device_id=dev, seq=first,
                            dedup_key=f"gap:{dev}:{first}-{last}")
 
-    async def _officer_checks(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
-                              now: int) -> None:
-        await self._officer_findings(conn, entry, time_ms,
-                                     await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id), now)
-
     async def _officer_findings(self, conn: AsyncConnection, entry: ChunkManifest | RecordingEvent, time_ms: int,
                                 found: Any, now: int) -> None:
         """Findings for an entry against ``found``, its :func:`assignment_and_cert` row."""
@@ -594,10 +531,6 @@ class IngestService:
                  "time_ms": time_ms}, now, device_id=entry.device_id, seq=entry.seq,
                 dedup_key=f"cert:{entry.device_id}:{entry.seq}")
 
-    async def _sign_receipt(self, conn: AsyncConnection, device_id: str, seq: int, h: str, key: str,
-                            stored_sha256: str | None, now: int) -> bytes:
-        return (await self._sign_receipts(conn, [(device_id, seq, h, key, stored_sha256)], now))[0]
-
     async def _sign_receipts(self, conn: AsyncConnection, accepted: list[tuple[str, int, str, str, str | None]],
                              now: int) -> list[bytes]:
         """Log accepted entries ``(device, seq, entry hash, object key, stored sha256)`` and sign their receipts."""
@@ -616,9 +549,6 @@ class IngestService:
             server_time_ms=now, log_index=log_index, tree_size=tree_size,
             server_key_id=self.keyring.current.key_id)).raw
             for (device_id, seq, h, key, stored_sha256), (log_index, tree_size) in zip(accepted, placed, strict=True)]
-
-    async def _receipted(self, conn: AsyncConnection, device_id: str, seq: int) -> None:
-        await conn.execute(_RECEIPTED, {"b_device": device_id, "b_seq": seq, "receipted_seq": seq})
 
     # -- (b) bytes through the server's own endpoint (local store) ------------------------------
 

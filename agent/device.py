@@ -46,6 +46,7 @@ from agent.media.sources.spec import open_source
 from agent.mqtt import MqttLink
 from agent.uploader import Uploader
 from custody.clock import Clock
+from custody.tasks import cancel_and_wait
 from protocol.checkpoint import Checkpoint, NoteVerifier, SignedNote
 from protocol.enrollment import EnrollmentToken, open_enrollment_answer
 from protocol.errors import CustodyError, RemoteProtocolError
@@ -251,11 +252,7 @@ class DeviceAgent:
 
     async def _cancel_tasks(self) -> None:
         """Cancel the background work (uploader, MQTT link, status) and wait for it to end."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def _stop_mqtt(self) -> None:

@@ -24,6 +24,7 @@ import aiomqtt
 
 from agent.errors import AgentError
 from custody.clock import Clock
+from custody.tasks import discard
 from protocol.topics import CHECKPOINT_TOPIC, OFFLINE, ONLINE, DeviceTopic, device_topic
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,9 @@ class MqttLink:
             self.connected.set()
             log.info("MQTT link up (%s:%d)", self.address.host, self.address.port)
             # Stopping ends the wait from inside (the `async with` then disconnects cleanly): a task
-            # cancellation arriving inside aiomqtt's message wait can get lost and hang shutdown.
+            # cancellation arriving just as one of aiomqtt's waits ends is lost on 3.11 (custody.tasks).
             stop = asyncio.ensure_future(self._stop.wait())
+            receive: asyncio.Future[aiomqtt.Message] | None = None
             try:
                 messages = client.messages
                 while True:
@@ -151,6 +153,8 @@ class MqttLink:
                                          if isinstance(message.payload, bytes | bytearray) else b"")
             finally:
                 stop.cancel()
+                if receive is not None:  # cancelled mid-wait (a power cut): its end is expected
+                    discard(receive)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         try:

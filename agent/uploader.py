@@ -27,6 +27,7 @@ from agent.buffer import BufferedEntry, ChunkBuffer
 from agent.client import Refused, ServerClient, Unreachable
 from agent.errors import AgentError
 from custody.clock import Clock
+from custody.tasks import cancel_and_wait
 from protocol.errors import RemoteProtocolError
 from protocol.keys import VerifyKey
 from protocol.states import ChunkEvent, ChunkState
@@ -145,11 +146,7 @@ class Uploader:
                     log.info("server unreachable (%s); next try in %.1f s", self.stats.last_error, delay)
                     await self.clock.sleep(delay)
         finally:
-            for task in self._in_flight.values():
-                task.cancel()
-            for task in self._in_flight.values():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(self._in_flight.values())
 
     async def drained(self) -> bool:
         """Wait until nothing is left to deliver (True), or only entries the server refused are (False).

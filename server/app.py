@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from custody.clock import Clock, SystemClock
+from custody.tasks import cancel_and_wait
 from server.api.problem import problem_middleware
 from server.api.routes import add_routes
 from server.auth import Authenticator
@@ -217,11 +218,8 @@ def _published_file_writer(datadir: DataDir) -> Callable[[bytes], Awaitable[None
 
 async def _cleanup(app: web.Application) -> None:
     await app[MQTT].stop()
-    for task in app[TASKS]:
-        task.cancel()
-    for task in app[TASKS]:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    background: list[asyncio.Task[None]] = app[TASKS]
+    await cancel_and_wait(background)
     s = app[SERVICES]
     replication = app.get(REPLICATION)
     if replication is not None:

@@ -34,6 +34,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
+from custody.tasks import cancel_and_wait, discard
 from protocol.topics import DeviceTopic, device_filter, shared_filter
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ class ServerLink:
         """Disconnect and stop the workers (queued messages are dropped: HTTP and re-sends cover them).
 
         The connection is closed from inside (a DISCONNECT, then the session ends by itself) rather
-        than by cancelling the task: a cancellation arriving inside aiomqtt's message wait was seen
-        to get lost, leaving shutdown waiting forever.
+        than by cancelling the task: a cancellation arriving just as one of aiomqtt's waits ends is
+        lost on Python 3.11 (see custody.tasks), which left shutdown waiting forever.
         """
         self._stopping = True
         self._stop.set()
@@ -147,10 +148,7 @@ class ServerLink:
             done, _ = await asyncio.wait({self._task}, timeout=10)
             if not done:
                 log.warning("MQTT link did not stop within 10 s; cancelling it")
-        for task in [t for t in (self._task, *self._workers) if t is not None and not t.done()]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5)
+        await cancel_and_wait(t for t in (self._task, *self._workers) if t is not None)
         self.connected.clear()
 
     async def run(self) -> None:
@@ -225,11 +223,11 @@ class ServerLink:
             sender = asyncio.create_task(self._send(client), name="mqtt-sender")
             hooks = asyncio.create_task(self._run_hooks(), name="mqtt-on-connect")
             stop = asyncio.create_task(self._stop.wait(), name="mqtt-stop")
+            receive: asyncio.Task[aiomqtt.Message] | None = None
             try:
                 messages = client.messages
                 while True:
-                    receive: asyncio.Task[aiomqtt.Message] = asyncio.create_task(messages.__anext__(),
-                                                                                  name="mqtt-receive")
+                    receive = asyncio.create_task(messages.__anext__(), name="mqtt-receive")
                     await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
                     if not receive.done():  # stopping: leave the `async with`, which disconnects cleanly
                         receive.cancel()
@@ -243,10 +241,9 @@ class ServerLink:
                     await self._queues[self._partition(topic)].put((topic, payload, bool(message.retain)))
             finally:
                 stop.cancel()
-                for task in (sender, hooks):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                if receive is not None:  # cancelled mid-wait: its end (the connection closed) is expected
+                    discard(receive)
+                await cancel_and_wait((sender, hooks))
 
     async def _run_hooks(self) -> None:
         for hook in self.on_connect:

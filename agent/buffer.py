@@ -629,6 +629,11 @@ class ChunkBuffer:
         with self._lock:
             self._abandoned = True
 
+    @property
+    def abandoned(self) -> bool:
+        """Whether :meth:`abandon` cut this buffer off (nothing more is written to it)."""
+        return self._abandoned
+
     def close(self) -> None:
         """Release the index."""
         with self._lock:

@@ -75,16 +75,20 @@ class SimulatedDevice:
 
     async def record(self, seconds: float, *, reason: str = "simulated") -> str:
         """Record ``seconds`` of footage (simulated or real time, as the clock goes)."""
-        recorder = self.agent._recorder()
+        agent = self.agent  # a power cut replaces self.agent; this recording is the cut agent's
+        recorder = agent._recorder()
         origin = recorder.media_ms  # footage counts from the recorder's start, not this recording's
-        recording_id = await self.agent.start_recording(reason=reason)
+        recording_id = await agent.start_recording(reason=reason)
         await recorder.wait_media_ms(origin + int(seconds * 1000))
         try:
-            if self.agent.recording_id == recording_id:
-                await self.agent.stop_recording(reason=reason)
+            if agent.recording_id == recording_id:
+                await agent.stop_recording(reason=reason)
         except AgentError:
-            # A full disk stops the recording by itself (with its stop event): nothing left to stop.
-            if "storage_full" not in self.agent.alarms:
+            # Nothing left to stop: a full disk stops the recording by itself (with its stop
+            # event); a power cut ends it with the power (the recorder's last chunk, refused by the
+            # dead buffer, may wake this before the cut is complete; recovery closes the
+            # recording as interrupted).
+            if "storage_full" not in agent.alarms and not agent.buffer.abandoned:
                 raise
         return recording_id
 

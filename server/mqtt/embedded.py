@@ -21,7 +21,7 @@ import contextlib
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,23 @@ class CustodyTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         return allowed
 
 
+class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
+    """amqtt's table of subscriptions (filter -> subscribers), iterated over a snapshot.
+
+    amqtt 0.12 awaits (each subscriber's topic ACL, retained messages) while it iterates this
+    table. A client subscribing or leaving meanwhile changed it under the iteration, which then
+    failed with "dictionary changed size during iteration": the message being broadcast was lost
+    for every subscriber not yet reached (receipts, commands; the demo's devices subscribe while
+    others publish). Iterating a copy delivers to those subscribed when the message came.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+        return [(topic_filter, list(subscribers)) for topic_filter, subscribers in super().items()]
+
+
 class EmbeddedBroker:
     """amqtt on ``host:port`` with Custody's authentication and ACL."""
 
@@ -148,6 +165,7 @@ class EmbeddedBroker:
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
         broker = Broker(config)
+        broker._subscriptions = _SubscriptionTable()
         await broker.start()
         self._broker = broker
         server = broker._servers["default"]  # amqtt exposes the bound socket only here

@@ -239,14 +239,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}",
                               code="payload_too_large", limit=limit)
     try:
+        # Whatever has arrived, piece by piece as the transport delivered it: fixed 64 KiB reads
+        # sliced (copied) those pieces first, about 0.15 ms more CPU for a 620 kB chunk.
         chunks, total = [], 0
-        async for chunk in request.content.iter_chunked(1 << 16):
+        while chunk := await request.content.readany():
             total += len(chunk)
             if total > limit:
                 raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", code="payload_too_large",
                                       limit=limit)
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks)  # one piece: that very object, not a copy
     except ConnectionResetError:  # aiohttp: "Connection lost" mid-body
         raise BadRequest(f"the connection ended before the body did ({declared} bytes declared)",
                          code="incomplete_body") from None

@@ -264,6 +264,38 @@ def _group_devices(rows: Sequence[Any]) -> dict[str, _GroupDevice]:
     return found
 
 
+#: A chunk's conclusion: the checklist, the stored bytes' SHA-256 and the media report, for its locked row.
+_Checks = Callable[[Any], tuple[Checklist, str, dict[str, Any] | None]]
+#: What a group answers one of its chunks: (result, newly receipted), or the refusal.
+_Outcome = tuple[IngestResult, bool] | Exception
+
+
+@dataclass(slots=True)
+class _Verified:
+    """An entry a group verified; its receipt is signed once the group's verified entries are known."""
+
+    slot: int  # its place in the group (and in the outcomes)
+    row: Any  # the entry's row (a stand-in for a new entry)
+    change: dict[str, Any]  # what the receipt changes in the row; a new entry's whole row
+    created: bool  # a new entry: inserted with its receipt rather than updated
+
+
+@dataclass(slots=True)
+class _GroupTx:
+    """One group transaction's working state: its connection, devices and what it has decided."""
+
+    conn: AsyncConnection
+    now: int
+    devs: dict[str, _GroupDevice]
+    outcomes: list[_Outcome]
+    verified: list[_Verified] = field(default_factory=list)
+    inserts: list[dict[str, Any]] = field(default_factory=list)  # new entries' rows
+
+    def receipted(self, slot: int, row: Any, change: dict[str, Any], *, created: bool) -> None:
+        """``row`` passed its checks: it gets its receipt with the group's others."""
+        self.verified.append(_Verified(slot, row, change, created))
+
+
 #: No assignment in force (and so no certificate to check), as :func:`assignment_and_cert` answers it.
 _NO_ASSIGNMENT = SimpleNamespace(id=None, officer_id=None, cert_expires_ms=None, cert_number=None)
 
@@ -860,7 +892,7 @@ class IngestService:
             raise
 
     async def _after_conclusion(self, pending: _Conclusion | _Delivery,
-                                outcome: tuple[IngestResult, bool] | Exception) -> None:
+                                outcome: _Outcome) -> None:
         if isinstance(outcome, Exception):
             if not pending.done.done():
                 pending.done.set_exception(outcome)
@@ -884,8 +916,7 @@ class IngestService:
         if not pending.done.done():
             pending.done.set_result(result)
 
-    async def _commit_group(self, group: list[_Conclusion | _Delivery]
-                            ) -> list[tuple[IngestResult, bool] | Exception]:
+    async def _commit_group(self, group: list[_Conclusion | _Delivery]) -> list[_Outcome]:
         """One transaction for ``group``: (result, newly receipted) or the refusal of each, in order.
 
         Locks in announce's order (devices, then entries, then the log's sequencer): taking a
@@ -893,17 +924,12 @@ class IngestService:
         (which holds the device and waits for the sequencer). Devices in id order, so two groups
         never wait for each other in a circle.
         """
-        now = self.clock.now_ms()
-        outcomes: list[tuple[IngestResult, bool] | Exception] = [_UNLOGGED] * len(group)
-        # (outcome slot, entry row, what its receipt changes, inserted by this group): receipts are
-        # made once the group is logged.
-        verified: list[tuple[int, Any, dict[str, Any], bool]] = []
-        inserts: list[dict[str, Any]] = []  # new entries' rows (those verified get their receipt below)
         async with self.db.write() as conn:
             devs = _group_devices((await conn.execute(_DEVICES_LOCKED, {
                 "b_devices": sorted({p.key[0] for p in group})})).all())
-            concluded: list[tuple[int, tuple[str, int], Callable[[Any], tuple[Checklist, str, dict[str, Any] | None]]]]
-            concluded = [(i, p.key, p.checks) for i, p in enumerate(group) if isinstance(p, _Conclusion)]
+            tx = _GroupTx(conn, self.clock.now_ms(), devs, [_UNLOGGED] * len(group))
+            concluded: list[tuple[int, tuple[str, int], _Checks]] = [
+                (i, p.key, p.checks) for i, p in enumerate(group) if isinstance(p, _Conclusion)]
             delivered = sorted(((i, p) for i, p in enumerate(group) if isinstance(p, _Delivery)),
                                key=lambda d: d[1].key)
             chains = await self._chains(conn, [d for _, d in delivered]) if delivered else {}
@@ -920,50 +946,51 @@ class IngestService:
                 elif stored.entry_hash == d.entry_hash:  # announced again: the entry as it is
                     repeats.append((slot, d.key))
                 else:  # a different entry: the conflict is recorded one by one
-                    outcomes[slot] = _Taken()
+                    tx.outcomes[slot] = _Taken()
             if repeats:
                 current = {(r.device_id, r.seq): r for r in (await conn.execute(_ENTRIES_LOCKED, {
                     "b_keys": sorted({key for _, key in repeats})})).all()}
                 for slot, key in repeats:
-                    outcomes[slot] = (self._result(current[key], created=False), False)
+                    tx.outcomes[slot] = (self._result(current[key], created=False), False)
             if concluded:
-                await self._conclude_rows(conn, concluded, outcomes, verified, now)
+                await self._conclude_rows(tx, concluded)
             if new:
-                await self._accept_deliveries(conn, new, chains, devs, outcomes, verified, inserts, now)
-            if verified:
-                receipts = await self._sign_receipts(conn, [
-                    (row.device_id, row.seq, row.entry_hash, row.object_key, change["stored_sha256"])
-                    for _, row, change, _ in verified], now)
-                updates = []
-                for (slot, row, change, created), receipt in zip(verified, receipts, strict=True):
-                    change["receipt"] = receipt
-                    if not created:  # a new entry's row is inserted with its receipt below
-                        updates.append({"b_device": row.device_id, "b_seq": row.seq} | change)
-                    dev = devs[row.device_id]
-                    if dev.receipted_seq is None or row.seq > dev.receipted_seq:
-                        dev.receipted_seq, dev.touched = row.seq, True
-                    outcomes[slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, change["state"],
-                                                   row.trusted, created=created,
-                                                   receipt=receipt, steps=change["verification"],
-                                                   verified_ms=now), True)
-                if updates:
-                    await conn.execute(_UPDATE_ENTRY, updates)
-            if inserts:
-                await conn.execute(_INSERT_ENTRY, inserts)
+                await self._accept_deliveries(tx, new, chains)
+            if tx.verified:
+                await self._receipt_verified(tx)
+            if tx.inserts:
+                await conn.execute(_INSERT_ENTRY, tx.inserts)
             touched = [{"b_device": d.id, "highest_seq": d.highest_seq, "receipted_seq": d.receipted_seq,
                         "last_seen_ms": d.last_seen_ms} for d in devs.values() if d.touched]
             if touched:
                 await conn.execute(_UPDATE_DEVICE, touched)
-        return outcomes
+        return tx.outcomes
 
-    async def _conclude_rows(self, conn: AsyncConnection,
-                             concluded: list[tuple[int, tuple[str, int],
-                                                   Callable[[Any], tuple[Checklist, str, dict[str, Any] | None]]]],
-                             outcomes: list[tuple[IngestResult, bool] | Exception],
-                             verified: list[tuple[int, Any, dict[str, Any], bool]], now: int) -> None:
-        """A group's conclusions of stored entries, each ``(slot, key, checks)`` where ``checks(row)``
-        gives the checklist, the bytes' SHA-256 and the media report for the locked row: rejections
-        are recorded here, the verified added to ``verified`` for the group's receipts."""
+    async def _receipt_verified(self, tx: _GroupTx) -> None:
+        """Log the group's verified entries and sign their receipts; a new entry's row takes its
+        receipt before the insert, a stored entry's row is updated here."""
+        receipts = await self._sign_receipts(tx.conn, [
+            (v.row.device_id, v.row.seq, v.row.entry_hash, v.row.object_key, v.change["stored_sha256"])
+            for v in tx.verified], tx.now)
+        updates = []
+        for v, receipt in zip(tx.verified, receipts, strict=True):
+            row, change = v.row, v.change
+            change["receipt"] = receipt
+            if not v.created:
+                updates.append({"b_device": row.device_id, "b_seq": row.seq} | change)
+            dev = tx.devs[row.device_id]
+            if dev.receipted_seq is None or row.seq > dev.receipted_seq:
+                dev.receipted_seq, dev.touched = row.seq, True
+            tx.outcomes[v.slot] = (IngestResult(row.device_id, row.seq, row.kind, row.entry_hash, change["state"],
+                                                row.trusted, created=v.created, receipt=receipt,
+                                                steps=change["verification"], verified_ms=tx.now), True)
+        if updates:
+            await tx.conn.execute(_UPDATE_ENTRY, updates)
+
+    async def _conclude_rows(self, tx: _GroupTx, concluded: list[tuple[int, tuple[str, int], _Checks]]) -> None:
+        """A group's conclusions of stored entries, each ``(slot, key, checks)``: rejections are
+        recorded here, the verified go to the group's receipts."""
+        conn, now, outcomes = tx.conn, tx.now, tx.outcomes
         current = {(r.device_id, r.seq): r for r in (await conn.execute(_ENTRIES_LOCKED, {
             "b_keys": sorted(key for _, key, _ in concluded)})).all()}
         for slot, key, checks in concluded:
@@ -979,9 +1006,9 @@ class IngestService:
             if state in (ChunkState.ANNOUNCED, ChunkState.REJECTED):
                 state = advance(state, ChunkEvent.UPLOAD)
             if steps.failed is None:
-                verified.append((slot, row, {
+                tx.receipted(slot, row, {
                     "state": advance(state, ChunkEvent.VERIFY).value, "uploaded_ms": row.uploaded_ms or now,
-                    "verified_ms": now, "stored_sha256": actual, "verification": verification}, False))
+                    "verified_ms": now, "stored_sha256": actual, "verification": verification}, created=False)
                 continue
             await conn.execute(_UPDATE_ENTRY, {
                 "b_device": row.device_id, "b_seq": row.seq, "state": advance(state, ChunkEvent.REJECT).value,
@@ -1022,70 +1049,75 @@ class IngestService:
         return Unprocessable(f"seq {seq} failed verification step ({failed.number}) {failed.title}: {failed.detail}",
                              code="verification_failed", step=failed.number, steps=steps.to_json())
 
-    async def _accept_deliveries(self, conn: AsyncConnection, delivered: list[tuple[int, _Delivery]],
-                                 chains: dict[str, list[Any]], devs: dict[str, _GroupDevice],
-                                 outcomes: list[tuple[IngestResult, bool] | Exception],
-                                 verified: list[tuple[int, Any, dict[str, Any], bool]], inserts: list[dict[str, Any]],
-                                 now: int) -> None:
-        """A group's new entries (in key order; ``chains`` from :meth:`_chains`): the announce's checks
-        (trust, chain, gaps, officer) for each in sequence order, as if stored one by one, with one
-        read of their assignments; then, for those delivered with their bytes, the checklist. Rows
-        go to ``inserts``, the verified to ``verified``."""
-        device_ids = sorted({d.key[0] for _, d in delivered})
+    async def _accept_deliveries(self, tx: _GroupTx, delivered: list[tuple[int, _Delivery]],
+                                 chains: dict[str, list[Any]]) -> None:
+        """A group's new entries (in key order; ``chains`` from :meth:`_chains`), each checked as
+        if stored one by one in sequence order, with one read of their assignments."""
         times = [d.entry.start_ms if isinstance(d.entry, ChunkManifest) else d.entry.time_ms for _, d in delivered]
-        assignments = await assignments_overlapping(conn, device_ids, min(times), max(times))
+        assignments = await assignments_overlapping(tx.conn, sorted({d.key[0] for _, d in delivered}),
+                                                    min(times), max(times))
         for slot, d in delivered:
-            entry, dev = d.entry, devs.get(d.key[0])
-            chain = chains[entry.device_id]
-            if any(r.seq == entry.seq for r in chain):
-                outcomes[slot] = _Taken()  # by an earlier one of this group
-                continue
-            if dev is None or d.envelope.key_id not in dev.retired_after:  # never: devices and keys stay
-                outcomes[slot] = Unauthorized(f"device {entry.device_id} has no key {d.envelope.key_id}",
-                                              code="unknown_key")
-                continue
-            trusted = entry_trusted(dev.changes, entry.seq, dev.retired_after[d.envelope.key_id])
-            kind = CHUNK if isinstance(entry, ChunkManifest) else EVENT
-            values = _entry_values(d.envelope, entry, kind, d.entry_hash, d.source, trusted, now)
-            time_ms = values["time_ms"]
-            link, before = await self._link_checks(conn, entry, d.entry_hash, chain, now)
-            chain.append(SimpleNamespace(seq=entry.seq, prev=entry.prev, entry_hash=d.entry_hash))
-            await self._gaps(conn, dev, entry.seq, now)
-            if dev.highest_seq is None or entry.seq > dev.highest_seq:
-                dev.highest_seq = entry.seq
-            dev.last_seen_ms, dev.touched = now, True
-            found = in_force(assignments[entry.device_id], time_ms)
-            if entry.officer_id is not None and (found is None or found.officer_id != entry.officer_id):
-                found = await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id)
-            await self._officer_findings(conn, entry, time_ms, found or _NO_ASSIGNMENT, now)
-            if not trusted:
-                await self._untrusted(conn, entry, d.envelope.key_id, now)
-            values.update(uploaded_ms=None, verification=None, verified_ms=None, stored_sha256=None, receipt=None)
-            inserts.append(values)
-            if isinstance(entry, RecordingEvent):
-                # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
-                steps = _event_checklist(d.envelope.key_id, trusted, link)
-                values.update(state=ChunkState.VERIFIED.value, verified_ms=now, verification=steps.to_json())
-                d.row = SimpleNamespace(**values | {"object_key": ""})  # a receipt names no object for an event
-                verified.append((slot, d.row, values, True))
-                continue
-            if d.body is None:  # announced: its bytes come later
-                outcomes[slot] = (IngestResult(entry.device_id, entry.seq, CHUNK, d.entry_hash, values["state"],
-                                               trusted, created=True), False)
-                continue
-            row = d.row = SimpleNamespace(**values | {"uploaded_ms": now}, alg=d.alg, public_key=d.public_key)
-            steps, media_json = self._checklist(row, before, entry, StoredObject(d.body), entry.sha256, d.report,
-                                                signature_checked=True)
-            verification = steps.to_json() + ([{"media": media_json}] if media_json is not None else [])
-            state = advance(ChunkState.ANNOUNCED, ChunkEvent.UPLOAD)
-            values.update(uploaded_ms=now, verification=verification)
-            if steps.failed is None:
-                values.update(state=advance(state, ChunkEvent.VERIFY).value, verified_ms=now,
-                              stored_sha256=entry.sha256)
-                verified.append((slot, row, values, True))  # its receipt goes into ``values`` before the insert
-            else:
-                values["state"] = advance(state, ChunkEvent.REJECT).value
-                outcomes[slot] = await self._rejected(conn, entry.device_id, entry.seq, steps, entry.sha256, now)
+            await self._accept_delivery(tx, slot, d, chains[d.entry.device_id], assignments[d.entry.device_id])
+
+    async def _accept_delivery(self, tx: _GroupTx, slot: int, d: _Delivery, chain: list[Any],
+                               assignments: list[Any]) -> None:
+        """One new entry of a group: the announce's checks (trust, chain, gaps, officer), then its
+        receipt (an event), nothing more (an announced chunk) or the checklist of its bytes."""
+        conn, now, entry, dev = tx.conn, tx.now, d.entry, tx.devs.get(d.key[0])
+        if any(r.seq == entry.seq for r in chain):
+            tx.outcomes[slot] = _Taken()  # by an earlier one of this group
+            return
+        if dev is None or d.envelope.key_id not in dev.retired_after:  # never: devices and keys stay
+            tx.outcomes[slot] = Unauthorized(f"device {entry.device_id} has no key {d.envelope.key_id}",
+                                             code="unknown_key")
+            return
+        trusted = entry_trusted(dev.changes, entry.seq, dev.retired_after[d.envelope.key_id])
+        kind = CHUNK if isinstance(entry, ChunkManifest) else EVENT
+        values = _entry_values(d.envelope, entry, kind, d.entry_hash, d.source, trusted, now)
+        time_ms = values["time_ms"]
+        link, before = await self._link_checks(conn, entry, d.entry_hash, chain, now)
+        chain.append(SimpleNamespace(seq=entry.seq, prev=entry.prev, entry_hash=d.entry_hash))
+        await self._gaps(conn, dev, entry.seq, now)
+        if dev.highest_seq is None or entry.seq > dev.highest_seq:
+            dev.highest_seq = entry.seq
+        dev.last_seen_ms, dev.touched = now, True
+        found = in_force(assignments, time_ms)
+        if entry.officer_id is not None and (found is None or found.officer_id != entry.officer_id):
+            found = await assignment_and_cert(conn, entry.device_id, time_ms, entry.officer_id)
+        await self._officer_findings(conn, entry, time_ms, found or _NO_ASSIGNMENT, now)
+        if not trusted:
+            await self._untrusted(conn, entry, d.envelope.key_id, now)
+        values.update(uploaded_ms=None, verification=None, verified_ms=None, stored_sha256=None, receipt=None)
+        tx.inserts.append(values)  # the receipt, if any, goes into ``values`` before the insert
+        if isinstance(entry, RecordingEvent):
+            # A recording event has no bytes: signature and chain are all there is; it is receipted at once.
+            steps = _event_checklist(d.envelope.key_id, trusted, link)
+            values.update(state=ChunkState.VERIFIED.value, verified_ms=now, verification=steps.to_json())
+            d.row = SimpleNamespace(**values | {"object_key": ""})  # a receipt names no object for an event
+            tx.receipted(slot, d.row, values, created=True)
+        elif d.body is None:  # announced: its bytes come later
+            tx.outcomes[slot] = (IngestResult(entry.device_id, entry.seq, CHUNK, d.entry_hash, values["state"],
+                                              trusted, created=True), False)
+        else:
+            await self._check_delivered(tx, slot, d, entry, values, before)
+
+    async def _check_delivered(self, tx: _GroupTx, slot: int, d: _Delivery, entry: ChunkManifest,
+                               values: dict[str, Any], before: Any) -> None:
+        """A new chunk delivered with its bytes: the checklist, then its receipt or its rejection."""
+        assert d.body is not None
+        now = tx.now
+        row = d.row = SimpleNamespace(**values | {"uploaded_ms": now}, alg=d.alg, public_key=d.public_key)
+        steps, media_json = self._checklist(row, before, entry, StoredObject(d.body), entry.sha256, d.report,
+                                            signature_checked=True)
+        verification = steps.to_json() + ([{"media": media_json}] if media_json is not None else [])
+        state = advance(ChunkState.ANNOUNCED, ChunkEvent.UPLOAD)
+        values.update(uploaded_ms=now, verification=verification)
+        if steps.failed is None:
+            values.update(state=advance(state, ChunkEvent.VERIFY).value, verified_ms=now, stored_sha256=entry.sha256)
+            tx.receipted(slot, row, values, created=True)
+        else:
+            values["state"] = advance(state, ChunkEvent.REJECT).value
+            tx.outcomes[slot] = await self._rejected(tx.conn, entry.device_id, entry.seq, steps, entry.sha256, now)
 
     # -- reads -------------------------------------------------------------------------------
 

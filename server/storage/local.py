@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import hashlib
 import hmac
+import mmap
 import os
 import secrets
 import stat
+import threading
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -98,7 +102,7 @@ class LocalStore(FootageStore):
         staging = self._staging / secrets.token_hex(16)
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o640)
         try:
-            view = memoryview(data)
+            view = memoryview(data)[_write_direct(fd, data):]
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
@@ -155,6 +159,59 @@ class LocalStore(FootageStore):
         """Make the file read-only for everyone."""
         # A metadata change of a few microseconds: a worker-thread trip would cost more than it.
         os.chmod(self._path(key), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+#: O_DIRECT's alignment of memory, file offset and length (4096 also covers 512-byte devices).
+DIRECT_ALIGN = 4096
+#: Bodies up to this size are written with O_DIRECT (each worker thread keeps an aligned buffer
+#: of the largest so far); larger ones, rare, go through the page cache.
+DIRECT_MAX = 16 << 20
+
+_buffers = threading.local()
+
+
+def _write_direct(fd: int, data: bytes) -> int:
+    """Write the block-aligned bulk of ``data`` to the new file ``fd`` bypassing the page cache
+    (O_DIRECT); the number of bytes written, 0 where the file system does not take O_DIRECT.
+
+    Footage is written once and read rarely, so copying it into the page cache buys nothing and
+    evicts what the database needs. On this project's VM that copy was also the largest single
+    cost of ingest under load (18 % of the server's CPU at 450 devices, `perf`): the guest
+    returns free memory to the host, and every new page-cache page is first touched there. The
+    bytes are copied once into a reused, page-aligned buffer instead. The unaligned tail is left
+    to the caller's ordinary write, and the caller's fsync makes both durable.
+    """
+    aligned = len(data) - len(data) % DIRECT_ALIGN
+    direct = getattr(os, "O_DIRECT", 0)
+    if not aligned or not direct or len(data) > DIRECT_MAX:
+        return 0
+    buffer: mmap.mmap | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < aligned:
+        if buffer is not None:
+            buffer.close()
+        buffer = _buffers.buffer = mmap.mmap(-1, aligned)  # anonymous mappings are page-aligned
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct)
+    except OSError as exc:  # tmpfs and some others refuse O_DIRECT
+        if exc.errno == errno.EINVAL:
+            return 0
+        raise
+    done = 0
+    try:
+        buffer[:aligned] = memoryview(data)[:aligned]
+        whole = memoryview(buffer)[:aligned]
+        try:
+            while done < aligned:
+                done += os.write(fd, whole[done:])
+        except OSError as exc:  # a short write left the rest unaligned: the caller writes it
+            if exc.errno != errno.EINVAL:
+                raise
+        finally:
+            whole.release()
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return done
 
 
 def _fsync_dir(path: Path) -> None:

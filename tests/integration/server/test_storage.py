@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from custody.clock import FakeClock
 from server.storage.base import FootageStore, ObjectExists, object_key
-from server.storage.local import LocalStore
+from server.storage.local import DIRECT_MAX, LocalStore
 from server.storage.s3 import S3Store
 from tests.helpers.grants import store_test_grant
 from tests.integration.server.conftest import make_s3_store
@@ -86,3 +88,64 @@ async def test_s3_enforces_lock_checksum_and_signed_headers(s3_store: S3Store, c
     with pytest.raises(ClientError):
         s3_store.client.delete_object(Bucket=s3_store.bucket, Key=key, VersionId=versions[0]["VersionId"])
     assert (await s3_store.get(key, GRANT)) is not None
+
+
+def _fs_type(path: Path) -> str:
+    """The file system type of ``path``'s mount (the longest mount point that contains it)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fs, *_ = line.split()
+        if str(path.resolve()).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+            best, kind = mount, fs
+    return kind
+
+
+def _takes_o_direct(directory: Path) -> bool:
+    probe = directory / ".o_direct_probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+@pytest.mark.parametrize("where", ["tmp_path", "/dev/shm"])
+async def test_local_store_writes_every_size_exactly(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    """The block-aligned bulk goes with O_DIRECT where the file system takes it (tmpfs does not:
+    everything through the page cache), the tail through the page cache; the file is the bytes."""
+    root = tmp_path if where == "tmp_path" else Path(where) / f"custody-test-{os.getpid()}-{tmp_path.name}"
+    st = LocalStore(root / "footage", base_url="http://127.0.0.1:1", upload_secret=b"k" * 32)
+    await st.start()
+    direct_bytes: list[int] = []
+    write = os.write
+
+    def watched(fd: int, data: bytes | memoryview) -> int:
+        written = write(fd, data)
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            direct_bytes.append(written)
+        return written
+
+    monkeypatch.setattr(os, "write", watched)
+    try:
+        sizes = [1, 4095, 4096, 4097, 619_506, 1_048_576 + 13, DIRECT_MAX + 1]
+        for seq, size in enumerate(sizes):
+            data = os.urandom(size)
+            sha = hashlib.sha256(data).hexdigest()
+            key = object_key(DEVICE, seq, sha)
+            assert await st.put(key, data, sha) is True
+            assert await st.put(key, data, sha) is False
+            got = await st.get(key, GRANT)
+            assert got is not None and got.data == data, size
+        takes = _takes_o_direct(root / "footage")
+        # Every aligned bulk up to DIRECT_MAX (the sizes from 4096 to 1 MiB + 13) bypassed the cache.
+        expected = [4096, 4096, 619_506 - 619_506 % 4096, 1_048_576] if takes else []
+        assert direct_bytes == expected, (where, takes)
+        if _fs_type(root) in ("ext4", "xfs", "btrfs"):
+            assert takes  # such a disk takes O_DIRECT: the direct path was the one checked
+    finally:
+        await st.close()
+        if where != "tmp_path":
+            shutil.rmtree(root, ignore_errors=True)

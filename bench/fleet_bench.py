@@ -30,6 +30,11 @@ It is **invalid** when the fleet cannot keep up (its process above ``--fleet-lim
 chunks closing late or not at all): the ramp stops and says so. It also stops at the first step
 not sustained, and before a step whose footage would leave less than ``--min-free-gb`` free.
 
+The machine's speed for the same code varies by tens of percent from hour to hour, and a step has
+no baseline of its own: each run prints a machine probe (CPU time of fixed Python and SHA-256
+workloads on the server's core) at its start and end, and two runs compare only when their
+probes do.
+
     .venv/bin/python bench/fleet_bench.py [--ramp 50,100,200,400,700,1000,1300 | --start N --step M]
         [--step-seconds 60] [--drain-seconds 15] [--profile N] [--set KEY=VALUE ...]
 
@@ -49,6 +54,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -1137,6 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"server pinned to core {args.server_core}, fleet to core {args.fleet_core}; PostgreSQL and Mosquitto "
           f"{where}; steps {steps}, {args.step_seconds:.0f} s each + up to {args.drain_seconds:.0f} s drain; "
           f"results in {out}", flush=True)
+    print(machine_probe(args.server_core), flush=True)
     results: list[StepResult] = []
     svc_dir = Path(tempfile.mkdtemp(prefix="custody-fleet-svc-"))
     pg = PostgresServer()
@@ -1178,6 +1185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if own_work:
             shutil.rmtree(args.work_dir, ignore_errors=True)
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print(machine_probe(args.server_core), flush=True)
     print(f"\nchunk: {results[0].chunk_bytes if results else 0:,} bytes every {args.chunk_seconds} s per device\n")
     print(TABLE_HEAD)
     for r in results:
@@ -1227,6 +1235,39 @@ def report_step(step: StepResult, args: argparse.Namespace) -> None:
           f"       device requests: {step.requests}", flush=True)
     if step.errors:
         print(f"       uploader errors seen: {step.errors}", flush=True)
+
+
+def machine_probe(core: int | None, rounds: int = 3) -> str:
+    """CPU time of two fixed workloads on ``core`` (fastest of ``rounds``), as one line.
+
+    This machine's speed for the same code varies by tens of percent from hour to hour (another
+    tenant of the host, not visible as steal time). A fleet step has no baseline of its own, so
+    every run prints this at its start and end: figures of two runs compare only when their
+    probes do. The workloads stand for the server's: JSON round trips of a manifest-sized object
+    in Python, and SHA-256 of 32 MiB in C.
+    """
+    before = os.sched_getaffinity(0)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        doc = {"v": 1, "device_id": "a" * 24, "seq": 12345, "sha256": "0" * 64, "size": 619_506,
+               "recording_id": "rec-1767225600000-abcdef", "start_ms": 1_767_225_600_000, "duration_ms": 5000,
+               "codec": {"video": "h264", "width": 640, "height": 360, "fps_num": 30, "fps_den": 1},
+               "prev": "1" * 64, "officer_id": "110105", "case_step": "c101-inspect"}
+        data = bytes(32 << 20)
+        python_ms = sha_ms = float("inf")
+        for _ in range(rounds):
+            t = time.thread_time()
+            for _ in range(20_000):
+                json.loads(json.dumps(doc, sort_keys=True))
+            python_ms = min(python_ms, (time.thread_time() - t) * 1000)
+            t = time.thread_time()
+            hashlib.sha256(data).digest()
+            sha_ms = min(sha_ms, (time.thread_time() - t) * 1000)
+    finally:
+        os.sched_setaffinity(0, before)
+    return (f"machine probe on core {core}: Python (20,000 JSON round trips) {python_ms:.0f} ms, "
+            f"SHA-256 of 32 MiB {sha_ms:.1f} ms (fastest of {rounds})")
 
 
 def _git_head() -> str:

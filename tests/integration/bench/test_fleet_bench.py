@@ -6,11 +6,13 @@ Mosquitto: every chunk closes on schedule, is receipted, and each process's CPU 
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 
-from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, run_step
+from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, machine_probe, run_step
 from tests.services.mosquitto import MosquittoFactory
 from tests.services.postgres import PostgresServer
 
@@ -38,3 +40,13 @@ def test_one_tiny_step_closes_and_receipts_every_chunk(postgres: PostgresServer,
                               and step.receipted >= step.closed and step.refused == 0)
     assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is not
     assert not (tmp_path / "work" / "step-00-3").exists()
+
+
+def test_the_machine_probe_reports_both_workloads_and_restores_the_affinity() -> None:
+    cores = os.sched_getaffinity(0)
+    line = machine_probe(min(cores), rounds=1)
+    found = re.fullmatch(r"machine probe on core \d+: Python \(20,000 JSON round trips\) (\d+) ms, "
+                         r"SHA-256 of 32 MiB ([\d.]+) ms \(fastest of 1\)", line)
+    assert found is not None, line
+    assert int(found[1]) > 0 and float(found[2]) > 0
+    assert os.sched_getaffinity(0) == cores

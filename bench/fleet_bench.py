@@ -41,10 +41,12 @@ probes do.
 ``--profile N`` records the server with py-spy (all threads, by function) while the N-device step
 records, and prints the top functions by self and inclusive samples; the raw collapsed stacks stay
 in ``--out`` (flamegraph.pl and speedscope read them). ``--profile-fleet cpu`` adds a cProfile of
-the fleet's event loop on CPU time. ``--stand-in`` measures the fleet alone: once enrolled, the
-devices talk to a stand-in (bench/fleet_standin.py) that answers with signed receipts and checks
-nothing, so a ramp shows how many devices the fleet core itself carries. Copy the figures to
-bench/RESULTS.md.
+the fleet's event loop on CPU time. ``--perf N`` records the server with ``perf record -g`` during
+that step instead (native code and the kernel, which py-spy does not see: page faults, copies into
+the page cache, libavcodec) and prints the top symbols by own samples. ``--stand-in`` measures
+the fleet alone: once enrolled, the devices talk to a stand-in (bench/fleet_standin.py) that
+answers with signed receipts and checks nothing, so a ramp shows how many devices the fleet core
+itself carries. Copy the figures to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -691,6 +693,32 @@ class PySpy:
         return Profile.parse(self.out.read_text())
 
 
+class PerfRecord:
+    """``perf record -g`` on one process for a fixed time, in the background (native and kernel code)."""
+
+    def __init__(self, pid: int, out: Path, seconds: float, *, rate: int) -> None:
+        self.out = out
+        cmd = ["perf", "record", "-F", str(rate), "-g", "-p", str(pid), "-o", str(out), "--",
+               "sleep", str(max(1, round(seconds)))]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=(out.with_suffix(".log")).open("wb"), preexec_fn=die_with_parent)
+
+    def wait(self, top: int) -> str:
+        """Wait for the recording; the top symbols by own samples, or why there are none."""
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+        if not self.out.exists():
+            return f"perf failed: see {self.out.with_suffix('.log')}"
+        report = subprocess.run(["perf", "report", "-i", str(self.out), "--stdio", "--no-children",
+                                 "--sort", "dso,sym", "-g", "none", "--percent-limit", "0.7"],
+                                capture_output=True, text=True, timeout=300)
+        rows = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
+        return "\n".join(rows[:top]) or f"perf report printed nothing: {report.stderr.strip()[:500]}"
+
+
 def cprofile_summary(path: Path, top: int) -> str:
     """Top functions of a cProfile by own and cumulative time."""
     import io
@@ -885,6 +913,7 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
     fleet: FleetProcess | None = None
     spy: PySpy | None = None
     fleet_spy: PySpy | None = None
+    perf: PerfRecord | None = None
     standin: StandInProcess | None = None
     profiled = args.profile == n
     try:
@@ -925,6 +954,9 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                     time.sleep(args.idle_seconds)
                     samples["idle-end"] = sample()
                     fleet.send("go")
+                if value == "recording" and args.perf == n:
+                    perf = PerfRecord(server_pid, out / f"server-{n}.perf.data", args.step_seconds,
+                                      rate=args.perf_rate)
                 if value == "recording" and profiled:
                     spy = PySpy(server_pid, out / f"server-{n}.raw.txt", args.step_seconds, rate=args.profile_rate,
                                 gil=args.profile_gil, nonblocking=args.profile_nonblocking)
@@ -993,6 +1025,10 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                 text = prof.summary(args.profile_top) if prof else "py-spy failed: see its .log"
                 (out / f"{label}-{n}.summary.txt").write_text(text + "\n")
                 print(f"\n-- py-spy, {label} process, {n} devices --\n{text}\n", flush=True)
+        if perf is not None:
+            text = perf.wait(args.profile_top)
+            (out / f"server-{n}.perf.txt").write_text(text + "\n")
+            print(f"\n-- perf, server process, {n} devices (% of its samples, own) --\n{text}\n", flush=True)
         if plan.cprofile is not None and plan.cprofile.exists():
             text = cprofile_summary(plan.cprofile, args.profile_top)
             (out / f"fleet-{n}.summary.txt").write_text(text + "\n")
@@ -1113,6 +1149,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--profile-nonblocking", action="store_true",
                    help="never pause the process (py-spy --nonblocking; idle threads then count as busy)")
     g.add_argument("--profile-top", type=int, default=15, help="functions listed (default 15)")
+    g.add_argument("--perf", type=int, metavar="DEVICES",
+                   help="record the server with perf (native code and kernel) during the step of this size")
+    g.add_argument("--perf-rate", type=int, default=499, help="perf samples per second (default 499)")
     g.add_argument("--summarize", type=Path, metavar="RAW",
                    help="only print the summary of a raw profile this bench wrote earlier, and exit")
     return p
@@ -1132,6 +1171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("no steps")
     if args.profile is not None and args.profile not in steps:
         raise SystemExit(f"--profile {args.profile}: no step of that size in {steps}")
+    if args.perf is not None and args.perf not in steps:
+        raise SystemExit(f"--perf {args.perf}: no step of that size in {steps}")
+    if args.perf is not None and shutil.which("perf") is None:
+        raise SystemExit("--perf: the perf tool is not installed (Debian: linux-perf)")
     out = Path(args.out or tempfile.mkdtemp(prefix="custody-fleet-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     own_work = args.work_dir is None

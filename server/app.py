@@ -41,7 +41,7 @@ from server.services.expiry import ExpiryJob, HoldsService, log_removals
 from server.services.export import ExportService
 from server.services.findings import FindingsService
 from server.services.fleet import FleetService
-from server.services.ingest import IngestService
+from server.services.ingest import DecodeJob, IngestService
 from server.services.officers import OfficersService
 from server.services.policy import PolicyService
 from server.services.replication import ReplicationService, second_store, target_name
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 SERVICES = web.AppKey("services", Services)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
-DECODE_QUEUE = web.AppKey("decode_queue", asyncio.Queue[tuple[str, int]])
+DECODE_QUEUE = web.AppKey("decode_queue", asyncio.Queue[DecodeJob])
 MQTT = web.AppKey("mqtt", MqttPlane)
 #: The second-copy duty, when this process copies (replication.to and replication.copy_in_server).
 REPLICATION = web.AppKey("replication", ReplicationService)
@@ -95,7 +95,7 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         pool_size=config.database.pool_size, echo=config.database.echo)
     store = make_store(config, datadir, clock)
     keyring = ServerKeyring(db, datadir.keys, clock)
-    decode_queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    decode_queue: asyncio.Queue[DecodeJob] = asyncio.Queue()
     window_ms = config.auth.request_window_s * 1000
     policy = PolicyService(db, clock)
     cases = CasesService(db, clock, policy)
@@ -199,8 +199,8 @@ async def _startup(app: web.Application) -> None:
         tasks.append(asyncio.create_task(_every(s.clock, s.config.retention.expiry_interval_s, s.expiry.run),
                                          name="expiry"))
     queue = app[DECODE_QUEUE]
-    for pending in await s.ingest.pending_decodes():
-        queue.put_nowait(pending)
+    for device_id, seq in await s.ingest.pending_decodes():
+        queue.put_nowait(DecodeJob(device_id, seq))
     for i in range(s.config.ingest.decode_workers):
         tasks.append(asyncio.create_task(_decode_worker(s, queue), name=f"decode-{i}"))
     if s.config.ingest.decode_after_receipt:
@@ -242,7 +242,7 @@ async def _every(clock: Clock, seconds: float, duty: Callable[[], Awaitable[Any]
 DECODE_BATCH = 32
 
 
-async def _decode_worker(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> None:
+async def _decode_worker(s: Services, queue: asyncio.Queue[DecodeJob]) -> None:
     while True:
         # Whatever queued up while the last batch ran goes in this one: one read and one write
         # transaction for the lot instead of two per chunk.
@@ -252,13 +252,14 @@ async def _decode_worker(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> 
         try:
             await s.ingest.decode_many(batch)
         except Exception:  # recorded as not decoded; the scrubber retries later
-            log.exception("first-keyframe decode of %d chunks (first %s/%s) failed to run", len(batch), *batch[0])
+            log.exception("first-keyframe decode of %d chunks (first %s/%s) failed to run", len(batch),
+                          batch[0].device_id, batch[0].seq)
         finally:
             for _ in batch:
                 queue.task_done()
 
 
-async def _decode_sweep(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> int:
+async def _decode_sweep(s: Services, queue: asyncio.Queue[DecodeJob]) -> int:
     """Queue the decodes orphaned by another process (or a failed run); return how many."""
     if not queue.empty():
         # Its own backlog first: what is queued here may be older than the cutoff and would be
@@ -266,8 +267,8 @@ async def _decode_sweep(s: Services, queue: asyncio.Queue[tuple[str, int]]) -> i
         return 0
     cutoff = s.clock.now_ms() - int(DECODE_ORPHAN_S * 1000)
     orphans = await s.ingest.pending_decodes(limit=1000, verified_before_ms=cutoff)
-    for pending in orphans:
-        queue.put_nowait(pending)
+    for device_id, seq in orphans:
+        queue.put_nowait(DecodeJob(device_id, seq))
     if orphans:
         log.info("queued %d first-keyframe decodes left undone (by a process that stopped?)", len(orphans))
     return len(orphans)

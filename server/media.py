@@ -13,6 +13,9 @@ measures the same things packet by packet (about 7 ms, most of it probing the st
 
 Decoding happens after the receipt, asynchronously (:func:`decode_first_frame`): for plain MP4s
 the first sample is handed straight to a decoder with the track's own configuration (no probing).
+The check keeps that sample (:class:`FirstFrame`, a copy of a few tens of kilobytes) in its report,
+so the decode that follows the receipt need not read the stored object back (a 1 MiB read into
+fresh memory for a 50 kB keyframe); the bytes are those the store hashed before writing them.
 """
 
 from __future__ import annotations
@@ -30,8 +33,31 @@ from server import mp4
 #: FFmpeg's codec names where manifests (protocol CodecInfo) name them otherwise.
 _CODEC_NAMES = {"hevc": "h265"}
 
+#: FFmpeg's decoder for each video codec as server/mp4.py names it.
+_DECODERS = {"h264": "h264", "h265": "hevc"}
+
 #: AAC frames are 1024 samples and do not divide chunk boundaries: one frame either way is normal.
 AUDIO_SLACK_SAMPLES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class FirstFrame:
+    """A plain MP4's first video sample, with what a decoder needs to decode it alone."""
+
+    codec: str  # FFmpeg's decoder: h264 or hevc
+    config: bytes  # avcC / hvcC payload (the decoder's extradata)
+    sample: bytes
+    width: int | None
+    height: int | None
+
+    @classmethod
+    def of(cls, data: bytes, video: mp4.Track) -> FirstFrame | None:
+        """The first sample of ``video`` in ``data`` (a copy), or None when the track lacks what it takes."""
+        decoder = _DECODERS.get(video.codec or "")
+        if video.config is None or video.first_sample is None or decoder is None:
+            return None
+        offset, size = video.first_sample
+        return cls(decoder, video.config, data[offset:offset + size], video.width, video.height)
 
 
 @dataclass(slots=True)
@@ -48,6 +74,8 @@ class MediaReport:
     audio_samples: int = 0
     duration_ms: int | None = None
     problems: list[str] = field(default_factory=list)
+    #: The first video sample, for the decode after the receipt (not part of the stored report).
+    first_frame: FirstFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +108,7 @@ def check_chunk(data: bytes, manifest: ChunkManifest, tolerance_ms: int) -> Medi
     report.video_codec, report.width, report.height = video.codec, video.width, video.height
     report.video_frames = video.sample_count
     report.first_is_keyframe = video.first_is_sync if video.sample_count else None
+    report.first_frame = FirstFrame.of(data, video)
     report.duration_ms = round(Fraction(video.total_duration, video.timescale) * 1000)
     if audio is not None:
         report.audio_codec = audio.codec
@@ -165,29 +194,29 @@ def decode_first_frame(data: bytes) -> None:
     except mp4.Damaged as exc:
         raise ValueError(f"first frame does not decode: {exc}") from None
     video = movie.first("vide") if movie is not None else None
-    if video is not None and video.config is not None and video.first_sample is not None:
-        _decode_sample(data, video)
+    frame = FirstFrame.of(data, video) if video is not None else None
+    if frame is not None:
+        decode_frame(frame)
         return
     _demux_decode_first_frame(data)
 
 
-def _decode_sample(data: bytes, video: mp4.Track) -> None:
-    """Hand the first sample to a decoder configured from the track's avcC/hvcC, without probing."""
-    assert video.first_sample is not None
-    offset, size = video.first_sample
+def decode_frame(frame: FirstFrame) -> None:
+    """Hand a first sample to a decoder configured from its track's avcC/hvcC, without probing;
+    raise ValueError saying why when it does not decode to a picture of the track's size."""
     try:
-        ctx = av.CodecContext.create("h264" if video.codec == "h264" else "hevc", "r")
-        ctx.extradata = video.config
+        ctx = av.CodecContext.create("h264" if frame.codec == "h264" else "hevc", "r")
+        ctx.extradata = frame.config
         ctx.thread_count = 1  # one frame: worker threads would cost more than they save
-        frames = ctx.decode(av.Packet(data[offset:offset + size]))
+        frames = ctx.decode(av.Packet(frame.sample))
         frames = frames or ctx.decode(None)  # a decoder may hold the frame until it is flushed
     except av.FFmpegError as exc:
         raise ValueError(f"first frame does not decode: {exc}") from exc
     if not frames or not (frames[0].width and frames[0].height):
         raise ValueError("first frame does not decode: the decoder returned no picture")
-    if (frames[0].width, frames[0].height) != (video.width, video.height):
+    if (frames[0].width, frames[0].height) != (frame.width, frame.height):
         raise ValueError(f"first frame decodes to {frames[0].width}x{frames[0].height}, "
-                         f"the container says {video.width}x{video.height}")
+                         f"the container says {frame.width}x{frame.height}")
 
 
 def _demux_decode_first_frame(data: bytes) -> None:

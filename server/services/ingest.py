@@ -42,7 +42,7 @@ from server.db.dialect import insert_ignore
 from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
 from server.keyring import ServerKeyring
-from server.media import MediaReport, check_chunk
+from server.media import FirstFrame, MediaReport, check_chunk, decode_first_frame, decode_frame
 from server.services.findings import close_finding, open_finding
 from server.services.officers import assignment_and_cert, assignments_overlapping, in_force
 from server.storage.base import (
@@ -148,6 +148,20 @@ KNOWN_KEYS = 100_000
 #: Entries remembered by hash for :meth:`IngestService.recent_repeat` (a few minutes of a large fleet).
 RECENT_ENTRIES = 50_000
 
+#: Most queued first-keyframe decodes that hold their sample in memory (tens of kilobytes each);
+#: those queued beyond read the stored object when their turn comes.
+DECODE_FRAMES_HELD = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeJob:
+    """A verified chunk whose first keyframe is to be decoded, with its first video sample when
+    ingest still held it (the bytes the store hashed before writing them)."""
+
+    device_id: str
+    seq: int
+    frame: FirstFrame | None = None
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -193,6 +207,7 @@ class _Conclusion:
     actual: str
     media_json: dict[str, Any] | None
     done: asyncio.Future[IngestResult]
+    frame: FirstFrame | None = None  # the first video sample, for the decode after the receipt
 
     @property
     def key(self) -> tuple[str, int]:
@@ -315,7 +330,7 @@ class IngestService:
     """Announce, upload, verify, receipt."""
 
     def __init__(self, db: Database, clock: Clock, keyring: ServerKeyring, store: FootageStore,
-                 config: IngestConfig, decode_queue: asyncio.Queue[tuple[str, int]] | None = None) -> None:
+                 config: IngestConfig, decode_queue: asyncio.Queue[DecodeJob] | None = None) -> None:
         self.db = db
         self.clock = clock
         self.keyring = keyring
@@ -735,7 +750,7 @@ class IngestService:
                   if self.config.media_check else None)
         steps, media_json = self._checklist(row, before, manifest, StoredObject(body), row.sha256, report)
         try:
-            result = await self._conclude(row, steps, row.sha256, media_json)
+            result = await self._conclude(row, steps, row.sha256, media_json, report)
         except Unprocessable:  # recorded (state rejected, finding open); the verify request explains
             return answer | {"state": ChunkState.REJECTED.value, "receipt": None}
         return answer | result.to_json()
@@ -775,7 +790,7 @@ class IngestService:
         actual, report = await asyncio.to_thread(_hash_and_check, stored.data, manifest,
                                                  self.config.duration_tolerance_ms, self.config.media_check)
         steps, media_json = self._checklist(row, before, manifest, stored, actual, report)
-        return await self._conclude(row, steps, actual, media_json)
+        return await self._conclude(row, steps, actual, media_json, report)
 
     def _checklist(self, row: Any, before: Any, manifest: ChunkManifest, stored: StoredObject, actual: str,
                    report: MediaReport | None, *, signature_checked: bool = False
@@ -836,11 +851,12 @@ class IngestService:
             steps.add(STEP_STORAGE, PASS, f"COMPLIANCE retention until {stored.retain_until_ms} ms")
         return steps, media_json
 
-    async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None
-                        ) -> IngestResult:
+    async def _conclude(self, row: Any, steps: Checklist, actual: str, media_json: dict[str, Any] | None,
+                        report: MediaReport | None) -> IngestResult:
         """Record a checklist's outcome: the receipt, or the rejection (raised as Unprocessable) and its finding."""
         return await self._enqueue(_Conclusion(row, steps, actual, media_json,
-                                               asyncio.get_running_loop().create_future()))
+                                               asyncio.get_running_loop().create_future(),
+                                               report.first_frame if report is not None else None))
 
     async def _enqueue(self, pending: _Conclusion | _Delivery) -> IngestResult:
         """Wait for ``pending``'s group to commit; its result, or its refusal raised.
@@ -912,9 +928,19 @@ class IngestService:
             finally:
                 self._receipted_now(row.device_id, result.receipt)
                 if row.kind == CHUNK and self.decode_queue is not None and self.config.decode_after_receipt:
-                    self.decode_queue.put_nowait((row.device_id, row.seq))
+                    self.decode_queue.put_nowait(DecodeJob(row.device_id, row.seq, self._frame_to_hold(pending)))
         if not pending.done.done():
             pending.done.set_result(result)
+
+    def _frame_to_hold(self, pending: _Conclusion | _Delivery) -> FirstFrame | None:
+        """The chunk's first video sample, to decode without reading the object back; none held
+        beyond :data:`DECODE_FRAMES_HELD` queued decodes (a backlog reads from the store)."""
+        assert self.decode_queue is not None
+        if self.decode_queue.qsize() >= DECODE_FRAMES_HELD:
+            return None
+        if isinstance(pending, _Conclusion):
+            return pending.frame
+        return pending.report.first_frame if pending.report is not None else None
 
     async def _commit_group(self, group: list[_Conclusion | _Delivery]) -> list[_Outcome]:
         """One transaction for ``group``: (result, newly receipted) or the refusal of each, in order.
@@ -1157,35 +1183,27 @@ class IngestService:
 
     async def decode_one(self, device_id: str, seq: int) -> bool:
         """Decode a verified chunk's first keyframe; a failure becomes a media.decode_failed finding."""
-        return (await self.decode_many([(device_id, seq)]))[0]
+        return (await self.decode_many([DecodeJob(device_id, seq)]))[0]
 
-    async def decode_many(self, chunks: list[tuple[str, int]]) -> list[bool]:
+    async def decode_many(self, jobs: Sequence[DecodeJob]) -> list[bool]:
         """:meth:`decode_one` for several chunks, with one read and one write transaction for them all.
 
         The decodes themselves are the cost that cannot shrink; the transactions around them can:
-        the decode worker takes whatever has queued up meanwhile.
+        the decode worker takes whatever has queued up meanwhile. A job with its first sample held
+        (``frame``) decodes that; the others read the stored object.
         """
-        from server.media import decode_first_frame
-
         async with self.db.read() as conn:
             found = {(r.device_id, r.seq): r for r in (await conn.execute(_DECODE_STATES, {
-                "b_keys": sorted(set(chunks))})).all()}
-        rows = [found.get(key) for key in chunks]
+                "b_keys": sorted({(j.device_id, j.seq) for j in jobs})})).all()}
+        rows = [found.get((j.device_id, j.seq)) for j in jobs]
         outcomes: list[bool] = []
         results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
-        for (device_id, seq), row in zip(chunks, rows, strict=True):
+        for job, row in zip(jobs, rows, strict=True):
+            device_id, seq = job.device_id, job.seq
             if row is None or row.decode is not None or row.object_key is None:
                 outcomes.append(row is not None and row.decode == "ok")
                 continue
-            stored = await self.store.get(row.object_key, self._grant())
-            error = None
-            if stored is None:
-                error = "object missing"
-            else:
-                try:
-                    await asyncio.to_thread(decode_first_frame, stored.data)
-                except ValueError as exc:
-                    error = str(exc)
+            error = await self._decode_first(row.object_key, job.frame)
             outcomes.append(error is None)
             results.append((device_id, seq, row.object_key, error))
         if not results:
@@ -1200,6 +1218,20 @@ class IngestService:
                                        {"seq": seq, "object_key": key, "error": error}, now,
                                        device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
         return outcomes
+
+    async def _decode_first(self, key: str, frame: FirstFrame | None) -> str | None:
+        """Decode the first keyframe (held, or read from the store); why it failed, or None."""
+        try:
+            if frame is not None:
+                await asyncio.to_thread(decode_frame, frame)
+                return None
+            stored = await self.store.get(key, self._grant())
+            if stored is None:
+                return "object missing"
+            await asyncio.to_thread(decode_first_frame, stored.data)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     async def pending_decodes(self, limit: int = 10_000, verified_before_ms: int | None = None
                               ) -> list[tuple[str, int]]:

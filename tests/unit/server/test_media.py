@@ -13,7 +13,7 @@ import pytest
 
 from protocol.messages import ChunkManifest
 from server import mp4
-from server.media import check_chunk, decode_first_frame, demux_chunk
+from server.media import check_chunk, decode_first_frame, decode_frame, demux_chunk
 from tests.helpers.media import make_chunk
 
 
@@ -36,6 +36,34 @@ def test_a_good_chunk_passes() -> None:
     assert report.duration_ms == 1000
     assert report.first_is_keyframe
     decode_first_frame(data)
+
+
+def with_garbage_keyframe(data: bytes) -> bytes:
+    """The same MP4 (tables and sizes intact) with its first video sample's bytes zeroed."""
+    video = mp4.read_movie(data).first("vide")
+    assert video is not None and video.first_sample is not None
+    offset, size = video.first_sample
+    return data[:offset] + b"\0" * size + data[offset + size:]
+
+
+def test_the_check_keeps_the_first_sample_for_the_decode_after_the_receipt() -> None:
+    data = make_chunk().data
+    frame = check_chunk(data, manifest_for(data), 150).first_frame
+    assert frame is not None
+    video = mp4.read_movie(data).first("vide")
+    assert video is not None and video.first_sample is not None
+    offset, size = video.first_sample
+    assert (frame.codec, frame.sample, frame.width, frame.height) == ("h264", data[offset:offset + size], 160, 120)
+    decode_frame(frame)
+    # A keyframe that does not decode fails the same way from the held sample as from the bytes.
+    bad = with_garbage_keyframe(data)
+    held = check_chunk(bad, manifest_for(bad), 150)
+    assert held.ok and held.first_frame is not None  # the cheap check does not decode
+    with pytest.raises(ValueError, match="first frame does not decode"):
+        decode_frame(held.first_frame)
+    with pytest.raises(ValueError, match="first frame does not decode"):
+        decode_first_frame(bad)
+    assert "first_frame" not in held.to_json()
 
 
 @pytest.mark.parametrize(("changes", "problem"), [

@@ -1,0 +1,85 @@
+"""The first-keyframe decode after the receipt: from the sample ingest held, or from the store.
+
+Ingest keeps each chunk's first video sample from its media check, so the decode that follows
+the receipt does not read the whole object back; beyond DECODE_FRAMES_HELD queued decodes (and
+after a restart) it reads the stored object. Either way a keyframe that does not decode becomes
+a media.decode_failed finding, and the chunk stays verified and receipted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from custody.clock import FakeClock
+from protocol.envelope import Envelope
+from protocol.messages import Receipt
+from server import mp4
+from server.app import RunningServer
+from server.services import ingest as ingest_module
+from tests.helpers.media import Chunk, make_chunk
+from tests.integration.server.conftest import Api
+
+pytestmark = pytest.mark.integration
+
+
+def garbage_keyframe(chunk: Chunk) -> Chunk:
+    """The same MP4 (sample tables and sizes intact: the media check passes) with its first video
+    sample's bytes zeroed, so that only decoding finds the damage."""
+    video = mp4.read_movie(chunk.data).first("vide")
+    assert video is not None and video.first_sample is not None
+    offset, size = video.first_sample
+    return dataclasses.replace(chunk, data=chunk.data[:offset] + b"\0" * size + chunk.data[offset + size:])
+
+
+async def decode_state(admin: Api, device_id: str, seq: int) -> str | None:
+    """Wait (up to 10 s) for the chunk's decode outcome."""
+    for _ in range(200):
+        rows = (await admin.ok("GET", f"/api/v1/devices/{device_id}/entries?from_seq={seq}&limit=1"))["entries"]
+        if rows[0]["decode"] is not None:
+            return str(rows[0]["decode"])
+        await asyncio.sleep(0.05)
+    return None
+
+
+def count_reads(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the keys the footage store is asked to read from now on."""
+    store, reads = server.services.store, []
+    get = store.get
+
+    async def counted(key: str, grant: Any) -> Any:
+        reads.append(key)
+        return await get(key, grant)
+
+    monkeypatch.setattr(store, "get", counted)
+    return reads
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["sample-held", "read-from-store"])
+async def test_decode_after_receipt(any_server: RunningServer, any_admin: Api, clock: FakeClock,
+                                    monkeypatch: pytest.MonkeyPatch, held: bool) -> None:
+    if not held:  # a backlog: no sample held, every decode reads the object
+        monkeypatch.setattr(ingest_module, "DECODE_FRAMES_HELD", 0)
+    reads = count_reads(any_server, monkeypatch)
+    device = await any_admin.enroll(clock)
+    await device.announce(device.event("start"))
+    direct = any_server.services.store.kind == "local"
+    good = await device.deliver(make_chunk(), direct=direct)
+    bad = await device.deliver(garbage_keyframe(make_chunk()), direct=direct)
+    for answer in (good, bad):  # the receipt comes first; decoding never takes it back
+        assert answer["state"] == "verified" and answer["receipt"]
+
+    assert await decode_state(any_admin, device.device_id, 1) == "ok"
+    assert await decode_state(any_admin, device.device_id, 2) == "failed"
+    found = (await any_admin.ok("GET", f"/api/v1/findings?device_id={device.device_id}"
+                                       "&code=media.decode_failed"))["findings"]
+    assert [f["seq"] for f in found] == [2]
+    assert "first frame does not decode" in found[0]["evidence"]["error"]
+    # Verification step (1) reads the object back from S3 (the local store hashed it as it wrote);
+    # a decode reads it only when its sample was not held.
+    keys = [Receipt.peek(Envelope.from_bytes(a["receipt"].encode("ascii"))).object_key for a in (good, bad)]
+    reads_each = (0 if direct else 1) + (0 if held else 1)
+    assert sorted(reads) == sorted(keys * reads_each)

@@ -15,6 +15,7 @@ from custody.clock import FakeClock
 from server.app import RunningServer, start_server
 from server.db.schema import entries
 from server.services.replication import overdue, second_store
+from server.storage.local import LocalStore
 from tests.integration.ops.conftest import deliver
 from tests.integration.server.conftest import Api, server_config
 
@@ -57,6 +58,7 @@ async def test_second_copy_by_the_replicate_command(tmp_path: Path, clock: FakeC
         assert found[0]["evidence"]["target"] == str(second.resolve())
 
         # (2) a different body already under one key in the second store: that copy fails, and stays a finding
+        # (written where a store of the earlier layout kept it, DEVICE/SEQ/SHA256: still found there)
         bad_key = (await stored(srv, device.device_id, other["seq"])).object_key
         (second / bad_key).parent.mkdir(parents=True)
         (second / bad_key).write_bytes(b"not the chunk")
@@ -66,7 +68,9 @@ async def test_second_copy_by_the_replicate_command(tmp_path: Path, clock: FakeC
                                                  "--to", str(second), "--once", "--json"])
         assert code == 0
         good = await stored(srv, device.device_id, first["seq"])
-        copy = (second / good.object_key).read_bytes()
+        copy_path = LocalStore(second, base_url="", upload_secret=b"").file_of(good.object_key)
+        assert copy_path is not None
+        copy = copy_path.read_bytes()
         assert hashlib.sha256(copy).hexdigest() == good.sha256 and len(copy) == good.size
         found = no_copy(await admin.ok("GET", "/api/v1/audit"))
         assert [f["evidence"]["seqs"] for f in found] == [[other["seq"]]]

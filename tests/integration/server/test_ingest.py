@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import stat
 from typing import Any
 
@@ -15,6 +14,7 @@ from protocol.envelope import Envelope
 from protocol.keys import VerifyKey
 from protocol.messages import Receipt
 from server.app import RunningServer
+from server.storage.local import LocalStore
 from tests.helpers.media import make_chunk
 from tests.integration.server.conftest import Api
 
@@ -89,7 +89,10 @@ async def test_recording_is_receipted_end_to_end(any_server: RunningServer, any_
     assert stored is not None
     assert stored.data == chunk.data
     if any_server.services.store.kind == "local":
-        mode = os.stat(any_server.services.config.data_dir / "footage" / receipt.object_key).st_mode
+        assert isinstance(any_server.services.store, LocalStore)
+        path = any_server.services.store.file_of(receipt.object_key)
+        assert path is not None and path.is_relative_to(any_server.services.config.data_dir / "footage")
+        mode = path.stat().st_mode
         assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     else:
         assert stored.lock_mode == "COMPLIANCE"

@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from custody.clock import FakeClock
+from server.services.expiry import ExpiryJob, ExpiryWarrant
 from server.storage.base import FootageStore, ObjectExists, object_key
 from server.storage.local import DIRECT_MAX, LocalStore
 from server.storage.s3 import S3Store
@@ -53,7 +54,8 @@ async def test_write_once(store: FootageStore) -> None:
     assert got.data == data
     await store.seal(key)
     if isinstance(store, LocalStore):
-        path = store.root / key
+        path = store.file_of(key)
+        assert path == store.root / DEVICE / f"{7:012d}-{sha}"  # one directory per device, not per chunk
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
         assert not list((store.root / ".staging").iterdir())
         with pytest.raises(ValueError):
@@ -61,6 +63,32 @@ async def test_write_once(store: FootageStore) -> None:
     else:
         assert got.lock_mode == "COMPLIANCE"
         assert got.store_sha256 == sha
+
+
+async def test_local_store_still_serves_files_of_the_earlier_layout(tmp_path: Path) -> None:
+    # Stores written before 2026-11-23 kept each chunk in a directory of its own (DEVICE/SEQ/SHA256).
+    store = LocalStore(tmp_path / "footage", base_url="http://127.0.0.1:1", upload_secret=b"k" * 32)
+    await store.start()
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    key = object_key(DEVICE, 3, sha)
+    legacy = store.root / key
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(data)
+    assert store.file_of(key) == legacy
+    got = await store.get(key, GRANT)
+    assert got is not None and got.data == data
+    assert await store.put(key, data, sha) is False  # already stored: not written a second time
+    assert not store._path(key).exists()
+    legacy.write_bytes(data[::-1])  # changed where it lies: the next put reports it, and writes nothing
+    with pytest.raises(ObjectExists):
+        await store.put(key, data, sha)
+    assert not store._path(key).exists()
+    legacy.write_bytes(data)
+    await store.seal(key)
+    assert not legacy.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    assert await store.remove_expired(key, ExpiryWarrant(key, _job=ExpiryJob.__new__(ExpiryJob))) is True
+    assert not legacy.exists() and store.file_of(key) is None and await store.get(key, GRANT) is None
 
 
 async def test_s3_enforces_lock_checksum_and_signed_headers(s3_store: S3Store, clock: FakeClock) -> None:

@@ -26,12 +26,12 @@ async def test_scrubber_finds_a_flipped_byte_and_a_missing_object(log_server: Ru
     entries = {e["seq"]: e for e in (await log_admin.ok("GET", f"/api/v1/devices/{device.device_id}/entries"))[
         "entries"]}
     root = log_server.services.config.data_dir / "footage"
-    flipped = root / f"{device.device_id}/{rec.seqs[1]:012d}/{entries[rec.seqs[1]]['sha256']}"
+    flipped = root / device.device_id / f"{rec.seqs[1]:012d}-{entries[rec.seqs[1]]['sha256']}"
     os.chmod(flipped, stat.S_IRUSR | stat.S_IWUSR)  # what an intruder with root does first
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0x01
     flipped.write_bytes(bytes(data))
-    gone = root / f"{device.device_id}/{rec.seqs[2]:012d}/{entries[rec.seqs[2]]['sha256']}"
+    gone = root / device.device_id / f"{rec.seqs[2]:012d}-{entries[rec.seqs[2]]['sha256']}"
     os.chmod(gone.parent, 0o700)
     gone.unlink()
 

@@ -9,6 +9,8 @@ allows ``--drain-seconds`` for the last receipts. Devices are the agent's own cl
 chunks of about 1 Mbit/s (~620 kB), each copy made unique, signed and verified like real footage;
 one event loop, no thread per device. The device clock runs at real time, so every device closes
 one chunk per chunk length on a fixed schedule; starts are staggered so closes spread evenly.
+A finished step's data is set aside and removed at the end of the ramp (``--remove-at``): removing
+it at once made the next step's server pay for it (see ``spend``).
 
 Processes and cores (a 2-core machine):
 
@@ -885,7 +887,7 @@ class Services:
 
 
 def run_step(n: int, index: int, args: argparse.Namespace, services: Services, out: Path) -> StepResult:
-    """Run one step of ``n`` devices from a clean slate; wipe everything it wrote afterwards."""
+    """Run one step of ``n`` devices from a clean slate; put everything it wrote out of the way afterwards."""
     work = Path(args.work_dir) / f"step-{index:02d}-{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -1047,9 +1049,43 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
             with contextlib.suppress(OSError):
                 shutil.copy(src, out / f"step-{n}-{name}")
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(fleet_root, ignore_errors=True)
+            shutil.rmtree(fleet_root, ignore_errors=True)  # memory (or the work dir) for the next step
+            spend(work, args)
         services.pg.drop_database(db)
+
+
+def spent_dir(args: argparse.Namespace) -> Path:
+    """Where the footage of finished steps waits for its removal."""
+    return Path(args.work_dir) / "spent"
+
+
+def spend(work: Path, args: argparse.Namespace) -> None:
+    """Put a finished step's data out of the way: aside (a rename) or, with ``--remove-at once``, removed.
+
+    Removing thousands of files just before the next step makes that step's server slower on a
+    file system like this machine's root (ext4 without a journal): for some minutes after a
+    delete, each new inode is found only after every recently deleted one in its group has been
+    skipped (ext4's find_inode_bit / recently_deleted). perf put 8 - 9 % of the server's CPU there
+    in steps that followed a removal, 1 % otherwise (2026-11-23). So the footage of a ramp is
+    removed at its end, or earlier when the disk needs the room (:func:`make_room`).
+    """
+    if args.remove_at == "once":
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    spent = spent_dir(args)
+    spent.mkdir(exist_ok=True)
+    work.rename(spent / f"{work.name}-{time.monotonic_ns()}")  # a step run again has the same name
+
+
+def make_room(need: float, args: argparse.Namespace) -> str | None:
+    """Remove set-aside footage when the next step would leave less than ``--min-free-gb``; what was done."""
+    spent = spent_dir(args)
+    free = shutil.disk_usage(args.work_dir).free
+    if free - need >= args.min_free_gb * 1e9 or not spent.exists():
+        return None
+    shutil.rmtree(spent, ignore_errors=True)
+    return (f"earlier steps' footage removed just before this step to make room ({free / 1e9:.1f} GB free): "
+            "on ext4 without a journal, new inodes cost more for a few minutes after")
 
 
 # -- the ramp --------------------------------------------------------------------------------------
@@ -1132,13 +1168,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure the fleet alone: after enrollment a stand-in (bench/fleet_standin.py: signed "
                         "receipts, no checks, no database) replaces the server on its core, so the steps show "
                         "whether the fleet itself keeps up; server figures are then the stand-in's")
-    g.add_argument("--work-dir", help="where steps write (default: a temp dir; wiped after each step)")
+    g.add_argument("--work-dir", help="where steps write (default: a temp dir; see --remove-at)")
     g.add_argument("--fleet-dir", default="auto",
                    help="where the devices' buffers go (default auto: /dev/shm when memory holds a whole step's "
                         "footage, so the fleet's writes and fsyncs do not compete with the server's store on the "
                         "same disk, as real devices' flash would not; else the work dir; '' for the work dir)")
     g.add_argument("--out", help="where results and profiles go (default: a new temp dir, kept)")
     g.add_argument("--keep", action="store_true", help="keep each step's data (disk fills fast)")
+    g.add_argument("--remove-at", choices=("end", "once"), default="end",
+                   help="when a step's footage is removed: end = set aside and removed at the end of the ramp "
+                        "(or when the disk needs the room), once = as soon as the step is over (then the next "
+                        "step pays for it on ext4 without a journal; see spend())")
     g = p.add_argument_group("profiling (py-spy)")
     g.add_argument("--profile", type=int, metavar="DEVICES", help="record the server during the step of this size")
     g.add_argument("--profile-fleet", choices=("cpu", "wall"),
@@ -1199,15 +1239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert pg.pid is not None
             pin_tree(pg.pid, args.services_core)
         for index, n in enumerate(steps):
-            free = shutil.disk_usage(args.work_dir).free
             # The server keeps every chunk of the step (devices free theirs once receipted).
             need = n * (args.step_seconds / args.chunk_seconds) * 700_000
+            made_room = make_room(need, args)
+            free = shutil.disk_usage(args.work_dir).free
             if free - need < args.min_free_gb * 1e9:
                 print(f"stopping before {n} devices: {free / 1e9:.1f} GB free, the step needs about "
                       f"{need / 1e9:.1f} GB and {args.min_free_gb:.0f} GB must stay free", flush=True)
                 break
             for attempt in range(args.retries + 1):
                 step = run_step(n, index, args, services, out)
+                if made_room:
+                    step.notes.append(made_room)
+                    made_room = None
                 step.notes.append("device buffers in memory (/dev/shm)" if step.fleet_root.startswith("/dev/shm")
                                   else f"device buffers on disk ({step.fleet_root})")
                 # Other people's jobs on the shared machine can take the server's core: a step that fails
@@ -1225,6 +1269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker.stop()
         pg.stop()
         shutil.rmtree(svc_dir, ignore_errors=True)
+        shutil.rmtree(spent_dir(args), ignore_errors=True)
         if own_work:
             shutil.rmtree(args.work_dir, ignore_errors=True)
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, machine_probe, run_step
+from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, machine_probe, make_room, run_step
 from tests.services.mosquitto import MosquittoFactory
 from tests.services.postgres import PostgresServer
 
@@ -38,8 +38,15 @@ def test_one_tiny_step_closes_and_receipts_every_chunk(postgres: PostgresServer,
     # The verdict follows the rule from the step's own figures; how fast this machine is, is not asserted.
     assert step.sustained == (not step.fleet_saturated and step.p99 <= args.p99_limit
                               and step.receipted >= step.closed and step.refused == 0)
-    assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is not
+    assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is set aside
     assert not (tmp_path / "work" / "step-00-3").exists()
+    spent = tmp_path / "work" / "spent"
+    assert [p.name.rsplit("-", 1)[0] for p in spent.iterdir()] == ["step-00-3"]
+    # ... and removed when the next step needs the room (here: more than any disk has).
+    args.min_free_gb = 10**9
+    assert "removed" in (make_room(0, args) or "")
+    assert not spent.exists()
+    assert make_room(0, args) is None  # nothing left to remove
 
 
 def test_the_machine_probe_reports_both_workloads_and_restores_the_affinity() -> None:

@@ -23,11 +23,14 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from agent.errors import AgentError
+from custody import mqtt_speedups
 from custody.clock import Clock
 from custody.tasks import discard
 from protocol.topics import CHECKPOINT_TOPIC, OFFLINE, ONLINE, DeviceTopic, device_topic
 
 log = logging.getLogger(__name__)
+
+mqtt_speedups.install()  # paho's MQTT 5 property objects, built once instead of per packet
 
 Handler = Callable[[bytes], Awaitable[None]]
 

@@ -95,7 +95,8 @@ async def test_a_legal_hold_set_and_lifted_is_two_leaves_that_verify(log_server:
     """Held footage never expires: the lift that could release it is in the public log, as is the setting."""
     device = await log_admin.enroll(clock)
     rec = await record(device, 1)
-    reviewer = await log_admin.user("lr", "legal_reviewer")
+    # A name no id or hash could contain by chance ("lr" was found inside a random device id once).
+    reviewer = await log_admin.user("reviewer-wang", "legal_reviewer")
     sup = await log_admin.user("sup", "supervisor")
     held = await reviewer.ok("POST", "/api/v1/holds", {"target": "recording", "device_id": device.device_id,
                                                       "recording_id": rec.recording_id,
@@ -118,7 +119,7 @@ async def test_a_legal_hold_set_and_lifted_is_two_leaves_that_verify(log_server:
         verify_inclusion(index, cp.size, leaf_hash(data), b64(proof["proof"]), cp.root)
         leaf = parse_leaf(data)
         assert isinstance(leaf, HoldLeaf)
-        assert b"appeal" not in data and b"decided" not in data and b"lr" not in data  # hashes and ids only
+        assert b"appeal" not in data and b"decided" not in data and b"reviewer-wang" not in data  # hashes, ids
         leaves.append(leaf)
     set_leaf, lift_leaf = leaves
     # Both ends name the same hold and target; each carries its own person, role, reason hash and time.
@@ -131,7 +132,7 @@ async def test_a_legal_hold_set_and_lifted_is_two_leaves_that_verify(log_server:
         "lift", "supervisor", text_sha256(lifted["lift_reason"]), lifted["lifted_ms"])
     async with log_server.services.db.read() as conn:
         users = {r.name: r.id for r in (await conn.execute(sa.select(schema.users.c.name, schema.users.c.id))).all()}
-    assert (set_leaf.principal, lift_leaf.principal) == (f"user:{users['lr']}", f"user:{users['sup']}")
+    assert (set_leaf.principal, lift_leaf.principal) == (f"user:{users['reviewer-wang']}", f"user:{users['sup']}")
 
     # A case hold names the case, and lifting twice leaves no second lift leaf.
     await log_admin.user("ch", "case_handler")

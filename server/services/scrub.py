@@ -11,7 +11,11 @@ How much a round reads is a pure decision (:func:`plan_round`), tested without I
 (bytes per second) times the interval, at least one chunk so that a chunk larger than a round's
 budget is still checked. Bytes are not CPU: decoding every frame costs tens of milliseconds per
 megabyte, so a round that took more than ``cpu_percent`` of a core over its interval is followed by
-a pause that brings the average back to it (:func:`pause_after`): ingest shares that core.
+a pause that brings the average back to it (:func:`pause_after`): ingest shares that core. While
+the event loop is busy (on the CPU more than ``busy_loop_percent`` of the time: ingest at full
+load), the average allowed is ``busy_cpu_percent`` instead (:func:`budget_percent`), decided again
+every interval of the pause: receipts, which let devices free their storage, come before a
+re-check of footage already receipted, and the scrubber catches up when the load falls.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ def pause_after(cpu_s: float, interval_s: float, cpu_percent: int) -> float:
     return max(0.0, cpu_s * 100 / cpu_percent - interval_s)
 
 
+def budget_percent(loop_share: float, config: ScrubConfig) -> int:
+    """The scrubber's CPU budget (percent of a core) while the event loop spends ``loop_share``
+    (0 to 1) of its time on the CPU."""
+    return config.busy_cpu_percent if loop_share * 100 > config.busy_loop_percent else config.cpu_percent
+
+
 def decode_all_frames(data: bytes) -> int:
     """Decode every video and audio frame; return the video frame count, or raise ValueError saying why."""
     import av
@@ -114,21 +124,44 @@ class Scrubber:
         self.access = access
         self._grant: AccessGrant | None = None
         self._cpu_s = 0.0  # hashing and decoding so far (worker-thread CPU time)
+        #: The event loop's CPU time and the wall time when its share was last measured (reset by
+        #: :meth:`start`, which runs on the loop).
+        self._loop_mark = (time.thread_time(), time.monotonic())
+        #: The last budget applied (percent of a core), for stats and tests.
+        self.budget_percent = config.cpu_percent
 
     async def start(self) -> None:
         """Record this process's integrity grant and make sure the cursor row exists."""
         self._grant = await self.access.duty_grant("scrub")
+        self._loop_mark = (time.thread_time(), time.monotonic())
         async with self.db.write() as conn:
             await insert_ignore(conn, scrub_state, {"id": 1, "device_id": None, "seq": None, "passes": 0,
                                                     "bytes_checked": 0, "updated_ms": self.clock.now_ms()}, ["id"])
 
     async def round(self) -> ScrubReport:
-        """One round of the periodic duty: rate x interval bytes, then a pause if it took too much CPU."""
+        """One round of the periodic duty: rate x interval bytes, then a pause if it took too much CPU
+        (for the budget of the moment, decided again every interval of the pause)."""
         report = await self.run_once(self.config.rate_bytes_per_s * self.config.interval_s)
-        pause = pause_after(report.cpu_s, self.config.interval_s, self.config.cpu_percent)
-        if pause > 0:
-            await asyncio.sleep(pause)
-        return report
+        interval = self.config.interval_s
+        elapsed = float(interval)  # the periodic duty waited that long before the round
+        while True:
+            self.budget_percent = budget_percent(self.loop_share(), self.config)
+            pause = pause_after(report.cpu_s, elapsed, self.budget_percent)
+            if pause <= 0:
+                return report
+            await asyncio.sleep(min(pause, interval))
+            elapsed += min(pause, interval)
+
+    def loop_share(self) -> float:
+        """The share of time the event loop spent on the CPU since the last call (0 to 1).
+
+        Called on the event loop (the duty is a coroutine), so ``thread_time`` is the loop's own
+        CPU: the one ingest runs on, and the one that decides how many devices a process carries.
+        """
+        cpu, wall = time.thread_time(), time.monotonic()
+        last_cpu, last_wall = self._loop_mark
+        self._loop_mark = (cpu, wall)
+        return (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
 
     async def run_once(self, budget_bytes: int) -> ScrubReport:
         """Check the next chunks after the cursor within ``budget_bytes``.

@@ -218,10 +218,11 @@ class ScrubConfig:
     decode: bool = opt(True, "decode every frame (PyAV), not just hash the bytes")
     cpu_percent: int = opt(10, "most of one core the scrubber's hashing and decoding take, on average: a round "
                            "that used more is followed by a longer pause", lo=1, hi=100)
-    busy_cpu_percent: int = opt(2, "the same while this process's event loop is busy (see busy_loop_percent): "
-                                "ingest comes first, the scrubber catches up when the load falls", lo=1, hi=100)
-    busy_loop_percent: int = opt(60, "the event loop counts as busy above this share of its time on the CPU, "
-                                 "measured over the scrubber's last round and pause", lo=1, hi=100)
+    busy_cpu_percent: int = opt(2, "the same while this process is busy (see busy_percent): ingest comes first, "
+                                "the scrubber catches up when the load falls", lo=1, hi=100)
+    busy_percent: int = opt(60, "the process counts as busy when its event loop, or the process as a whole on the "
+                            "cores it may use, was on the CPU more than this share of the time since the "
+                            "scrubber last looked", lo=1, hi=100)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,11 @@ How much a round reads is a pure decision (:func:`plan_round`), tested without I
 budget is still checked. Bytes are not CPU: decoding every frame costs tens of milliseconds per
 megabyte, so a round that took more than ``cpu_percent`` of a core over its interval is followed by
 a pause that brings the average back to it (:func:`pause_after`): ingest shares that core. While
-the event loop is busy (on the CPU more than ``busy_loop_percent`` of the time: ingest at full
-load), the average allowed is ``busy_cpu_percent`` instead (:func:`budget_percent`), decided again
-every interval of the pause: receipts, which let devices free their storage, come before a
-re-check of footage already receipted, and the scrubber catches up when the load falls.
+the process is busy (its event loop, or the whole process on the cores it may use, on the CPU more
+than ``busy_percent`` of the time: ingest at full load), the average allowed is
+``busy_cpu_percent`` instead (:func:`budget_percent`), decided again every interval of the pause:
+receipts, which let devices free their storage, come before a re-check of footage already
+receipted, and the scrubber catches up when the load falls.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,10 +79,9 @@ def pause_after(cpu_s: float, interval_s: float, cpu_percent: int) -> float:
     return max(0.0, cpu_s * 100 / cpu_percent - interval_s)
 
 
-def budget_percent(loop_share: float, config: ScrubConfig) -> int:
-    """The scrubber's CPU budget (percent of a core) while the event loop spends ``loop_share``
-    (0 to 1) of its time on the CPU."""
-    return config.busy_cpu_percent if loop_share * 100 > config.busy_loop_percent else config.cpu_percent
+def budget_percent(load: float, config: ScrubConfig) -> int:
+    """The scrubber's CPU budget (percent of a core) at ``load`` (0 to 1: see :meth:`Scrubber.load`)."""
+    return config.busy_cpu_percent if load * 100 > config.busy_percent else config.cpu_percent
 
 
 def decode_all_frames(data: bytes) -> int:
@@ -99,6 +100,11 @@ def decode_all_frames(data: bytes) -> int:
     if frames == 0:
         raise ValueError("no video frame decodes")
     return frames
+
+
+def _cpu_mark() -> tuple[float, float, float]:
+    """(this thread's CPU time, the process's CPU time, wall time), in seconds."""
+    return time.thread_time(), time.process_time(), time.monotonic()
 
 
 @dataclass(slots=True)
@@ -124,16 +130,16 @@ class Scrubber:
         self.access = access
         self._grant: AccessGrant | None = None
         self._cpu_s = 0.0  # hashing and decoding so far (worker-thread CPU time)
-        #: The event loop's CPU time and the wall time when its share was last measured (reset by
-        #: :meth:`start`, which runs on the loop).
-        self._loop_mark = (time.thread_time(), time.monotonic())
+        #: The event loop's and the process's CPU time, and the wall time, when the load was last
+        #: measured (reset by :meth:`start`, which runs on the loop).
+        self._mark = _cpu_mark()
         #: The last budget applied (percent of a core), for stats and tests.
         self.budget_percent = config.cpu_percent
 
     async def start(self) -> None:
         """Record this process's integrity grant and make sure the cursor row exists."""
         self._grant = await self.access.duty_grant("scrub")
-        self._loop_mark = (time.thread_time(), time.monotonic())
+        self._mark = _cpu_mark()
         async with self.db.write() as conn:
             await insert_ignore(conn, scrub_state, {"id": 1, "device_id": None, "seq": None, "passes": 0,
                                                     "bytes_checked": 0, "updated_ms": self.clock.now_ms()}, ["id"])
@@ -145,23 +151,29 @@ class Scrubber:
         interval = self.config.interval_s
         elapsed = float(interval)  # the periodic duty waited that long before the round
         while True:
-            self.budget_percent = budget_percent(self.loop_share(), self.config)
+            self.budget_percent = budget_percent(self.load(), self.config)
             pause = pause_after(report.cpu_s, elapsed, self.budget_percent)
             if pause <= 0:
                 return report
             await asyncio.sleep(min(pause, interval))
             elapsed += min(pause, interval)
 
-    def loop_share(self) -> float:
-        """The share of time the event loop spent on the CPU since the last call (0 to 1).
+    def load(self) -> float:
+        """How busy the process was since the last call (0 to 1): the larger of its event loop's
+        share of the time on the CPU and the whole process's share of the cores it may use.
 
         Called on the event loop (the duty is a coroutine), so ``thread_time`` is the loop's own
-        CPU: the one ingest runs on, and the one that decides how many devices a process carries.
+        CPU, the one ingest's requests and messages run on. The process share also counts the
+        worker threads (hashing, writing, decoding): on a server pinned to one core the loop
+        itself may be on the CPU only half the time while the core is full.
         """
-        cpu, wall = time.thread_time(), time.monotonic()
-        last_cpu, last_wall = self._loop_mark
-        self._loop_mark = (cpu, wall)
-        return (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
+        now = _cpu_mark()
+        (loop0, process0, wall0), (loop1, process1, wall1) = self._mark, now
+        self._mark = now
+        if wall1 <= wall0:
+            return 0.0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max((loop1 - loop0) / (wall1 - wall0), (process1 - process0) / ((wall1 - wall0) * cores))
 
     async def run_once(self, budget_bytes: int) -> ScrubReport:
         """Check the next chunks after the cursor within ``budget_bytes``.

@@ -37,7 +37,7 @@ def test_the_budget_falls_while_the_event_loop_is_busy() -> None:
     from server.config import ScrubConfig
     from server.services.scrub import budget_percent
 
-    config = ScrubConfig(cpu_percent=10, busy_cpu_percent=2, busy_loop_percent=60)
+    config = ScrubConfig(cpu_percent=10, busy_cpu_percent=2, busy_percent=60)
     assert budget_percent(0.0, config) == 10
     assert budget_percent(0.6, config) == 10  # at the threshold: not busy yet
     assert budget_percent(0.61, config) == 2
@@ -51,7 +51,7 @@ async def test_a_round_pauses_longer_under_load_and_decides_again_as_the_load_fa
     from server.config import ScrubConfig
     from server.services.scrub import Scrubber, ScrubReport
 
-    config = ScrubConfig(interval_s=1, cpu_percent=10, busy_cpu_percent=2, busy_loop_percent=60)
+    config = ScrubConfig(interval_s=1, cpu_percent=10, busy_cpu_percent=2, busy_percent=60)
     scrubber = Scrubber(cast(Any, None), cast(Any, None), cast(Any, None), config, cast(Any, None))
 
     async def run_once(budget_bytes: int) -> ScrubReport:
@@ -59,7 +59,7 @@ async def test_a_round_pauses_longer_under_load_and_decides_again_as_the_load_fa
 
     shares = iter([0.9, 0.1])  # busy when the round ends, quiet a second later
     monkeypatch.setattr(scrubber, "run_once", run_once)
-    monkeypatch.setattr(scrubber, "loop_share", lambda: next(shares))
+    monkeypatch.setattr(scrubber, "load", lambda: next(shares))
     began = time.monotonic()
     await scrubber.round()
     # Busy: 0.05 s of CPU at 2 % needs 2.5 s in all, so it paused; after 1 s the load was gone, and
@@ -67,7 +67,28 @@ async def test_a_round_pauses_longer_under_load_and_decides_again_as_the_load_fa
     assert 0.9 <= time.monotonic() - began < 2.0
     assert scrubber.budget_percent == 10
     quiet = iter([0.1])
-    monkeypatch.setattr(scrubber, "loop_share", lambda: next(quiet))
+    monkeypatch.setattr(scrubber, "load", lambda: next(quiet))
     began = time.monotonic()
     await scrubber.round()
     assert time.monotonic() - began < 0.5  # never busy: no pause at all
+
+
+def test_the_load_is_the_busier_of_the_event_loop_and_the_process_on_its_cores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import Any, cast
+
+    from server.config import ScrubConfig
+    from server.services import scrub
+
+    marks = iter([(0.0, 0.0, 0.0), (0.3, 0.9, 1.0), (1.2, 1.8, 2.0)])
+    monkeypatch.setattr(scrub, "_cpu_mark", lambda: next(marks))
+    monkeypatch.setattr(scrub.os, "sched_getaffinity", lambda pid: {0})  # pinned to one core
+    scrubber = scrub.Scrubber(cast(Any, None), cast(Any, None), cast(Any, None), ScrubConfig(), cast(Any, None))
+    # The loop was on the CPU 30 % of the time, the whole process 90 % of its one core: busy.
+    assert scrubber.load() == pytest.approx(0.9)
+    # Then the loop 90 %, the process (loop included) 90 %.
+    assert scrubber.load() == pytest.approx(0.9)
+    # On four cores, two cores' worth of worker threads and a loop at 30 %: half the process's room.
+    monkeypatch.setattr(scrub.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    marks = iter([(1.5, 3.8, 3.0)])
+    assert scrubber.load() == pytest.approx(0.5)

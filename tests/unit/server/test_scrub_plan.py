@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -82,13 +83,13 @@ def test_the_load_is_the_busier_of_the_event_loop_and_the_process_on_its_cores(
 
     marks = iter([(0.0, 0.0, 0.0), (0.3, 0.9, 1.0), (1.2, 1.8, 2.0)])
     monkeypatch.setattr(scrub, "_cpu_mark", lambda: next(marks))
-    monkeypatch.setattr(scrub.os, "sched_getaffinity", lambda pid: {0})  # pinned to one core
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # pinned to one core
     scrubber = scrub.Scrubber(cast(Any, None), cast(Any, None), cast(Any, None), ScrubConfig(), cast(Any, None))
     # The loop was on the CPU 30 % of the time, the whole process 90 % of its one core: busy.
     assert scrubber.load() == pytest.approx(0.9)
     # Then the loop 90 %, the process (loop included) 90 %.
     assert scrubber.load() == pytest.approx(0.9)
     # On four cores, two cores' worth of worker threads and a loop at 30 %: half the process's room.
-    monkeypatch.setattr(scrub.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     marks = iter([(1.5, 3.8, 3.0)])
     assert scrubber.load() == pytest.approx(0.5)

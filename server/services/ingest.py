@@ -244,6 +244,11 @@ class _Delivery:
     def key(self) -> tuple[str, int]:
         return self.entry.device_id, self.entry.seq
 
+    @property
+    def frame(self) -> FirstFrame | None:
+        """The first video sample the media check kept, for the decode after the receipt."""
+        return self.report.first_frame if self.report is not None else None
+
 
 class _Taken(Exception):
     """A delivered chunk's sequence number was taken before its group ran (its MQTT copy, or a
@@ -936,11 +941,7 @@ class IngestService:
         """The chunk's first video sample, to decode without reading the object back; none held
         beyond :data:`DECODE_FRAMES_HELD` queued decodes (a backlog reads from the store)."""
         assert self.decode_queue is not None
-        if self.decode_queue.qsize() >= DECODE_FRAMES_HELD:
-            return None
-        if isinstance(pending, _Conclusion):
-            return pending.frame
-        return pending.report.first_frame if pending.report is not None else None
+        return pending.frame if self.decode_queue.qsize() < DECODE_FRAMES_HELD else None
 
     async def _commit_group(self, group: list[_Conclusion | _Delivery]) -> list[_Outcome]:
         """One transaction for ``group``: (result, newly receipted) or the refusal of each, in order.

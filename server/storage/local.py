@@ -83,13 +83,13 @@ class LocalStore(FootageStore):
         head, _, sha256 = key.rpartition("/")
         return self.root / f"{head}-{sha256}"
 
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        """Where ``key``'s file may be: today's layout first, then the earlier one (the key itself)."""
+        return self._path(key), self.root / key
+
     def file_of(self, key: str) -> Path | None:
         """The file holding ``key``'s bytes in either layout (see the module docstring), None if absent."""
-        path = self._path(key)
-        if path.exists():
-            return path
-        legacy = self.root / key
-        return legacy if legacy.exists() else None
+        return next((path for path in self._paths(key) if path.exists()), None)
 
     def upload_target(self, key: str, sha256: str, size: int, now_ms: int, ttl_s: int) -> UploadTarget:
         """The server's own PUT endpoint, authorized by an HMAC over key, hash, size and expiry."""
@@ -160,7 +160,7 @@ class LocalStore(FootageStore):
         require_grant(grant, key)
 
         def read() -> StoredObject | None:
-            for path in (self._path(key), self.root / key):  # the layout of today, then the earlier one
+            for path in self._paths(key):
                 try:
                     return StoredObject(path.read_bytes())
                 except FileNotFoundError:
@@ -189,10 +189,11 @@ class LocalStore(FootageStore):
     async def seal(self, key: str) -> None:
         """Make the file read-only for everyone."""
         # A metadata change of a few microseconds: a worker-thread trip would cost more than it.
+        today, earlier = self._paths(key)
         try:
-            os.chmod(self._path(key), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.chmod(today, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         except FileNotFoundError:  # stored in the earlier layout
-            os.chmod(self.root / key, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.chmod(earlier, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
 
 #: O_DIRECT's alignment of memory, file offset and length (4096 also covers 512-byte devices).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,8 @@ import pytest
 
 from agent.buffer import ChunkBuffer
 from custody.clock import ScaledClock
-from server.app import start_server
-from simulators.scenario import Scenario, ScenarioError, ScenarioRunner
+from server.app import RunningServer, start_server
+from simulators.scenario import Outcome, Scenario, ScenarioError, ScenarioRunner
 from tests.integration.server.conftest import server_config
 
 pytestmark = pytest.mark.integration
@@ -19,14 +21,22 @@ pytestmark = pytest.mark.integration
 SCENARIO = Path(__file__).resolve().parents[3] / "simulators" / "scenarios" / "faults-and-attacks.yaml"
 
 
-async def test_faults_and_attacks(tmp_path: Path) -> None:
-    scenario = Scenario.load(SCENARIO)
+@contextlib.asynccontextmanager
+async def played(path: Path, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, ScenarioRunner, Outcome]]:
+    """Play the scenario at ``path`` against an in-process server (no MQTT), which stays up inside."""
+    scenario = Scenario.load(path)
     clock = ScaledClock(scenario.speed, int(scenario.start.timestamp() * 1000))
     srv = await start_server(server_config(tmp_path / "server"), clock)
     try:
         runner = ScenarioRunner(scenario, tmp_path / "devices", srv.url,
                                 srv.services.datadir.admin_token.read_text().strip(), clock=clock, mqtt=False)
-        outcome = await runner.run()
+        yield srv, runner, await runner.run()
+    finally:
+        await srv.stop()
+
+
+async def test_faults_and_attacks(tmp_path: Path) -> None:
+    async with played(SCENARIO, tmp_path) as (srv, runner, outcome):
         assert outcome.errors == []
         assert outcome.attacks["tampered_chunk"] == "refused: content_hash_mismatch"
         assert outcome.attacks["forged_command"].startswith("refused: bad_signature")
@@ -45,8 +55,6 @@ async def test_faults_and_attacks(tmp_path: Path) -> None:
                 # Revoked mid-scenario: what came after is stored and verified, but not trusted.
                 assert not entries[-1]["trusted"]
                 assert entries[0]["trusted"]
-    finally:
-        await srv.stop()
 
 
 async def test_a_power_cut_during_a_start_ends_it_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,18 +75,10 @@ async def test_a_power_cut_during_a_start_ends_it_quietly(tmp_path: Path, monkey
     path.write_text('speed: 60\nstart: "2026-11-23T08:00:00+08:00"\ndevices: [{name: cam}]\ntimeline:\n'
                     '  - {at: "08:00:10", do: start, device: cam}\n'
                     '  - {at: "08:00:30", do: fault, kind: power_loss, device: cam}\n')
-    scenario = Scenario.load(path)
-    clock = ScaledClock(scenario.speed, int(scenario.start.timestamp() * 1000))
-    srv = await start_server(server_config(tmp_path / "server"), clock)
-    try:
-        runner = ScenarioRunner(scenario, tmp_path / "devices", srv.url,
-                                srv.services.datadir.admin_token.read_text().strip(), clock=clock, mqtt=False)
-        outcome = await runner.run()
+    async with played(path, tmp_path) as (_, runner, outcome):
         assert outcome.errors == []  # before the fix: "start on cam at +10s: this buffer was abandoned"
         assert outcome.faults == {"power_loss": 1}
         assert runner.devices["cam"].agent.recording_id is None  # the fresh agent records nothing
-    finally:
-        await srv.stop()
 
 
 def test_bad_scenarios_say_where(tmp_path: Path) -> None:

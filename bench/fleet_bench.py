@@ -82,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_standin import StandInPlan
 from bench.fleet_standin import serve as standin_serve
-from bench.ingest_bench import cpu_seconds
+from bench.ingest_bench import core_times, cpu_seconds
 from bench.latency_bench import pct
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.ports import ServiceStartError, die_with_parent, free_port, log_tail
@@ -190,18 +190,6 @@ def pin_tree(root: int, core: int) -> None:
     for pid in process_tree(root):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.sched_setaffinity(pid, {core})
-
-
-def core_times() -> dict[int, tuple[float, float]]:
-    """(busy, total) seconds of each core since boot, from /proc/stat."""
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            ticks = [int(v) for v in values[:8]]
-            idle = ticks[3] + ticks[4]  # idle + iowait
-            out[int(name[3:])] = ((sum(ticks) - idle) / _TICK, sum(ticks) / _TICK)
-    return out
 
 
 @dataclass(frozen=True)

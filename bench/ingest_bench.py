@@ -13,6 +13,13 @@ production; the devices run in this one), so the server's CPU time per chunk is 
 /proc (all its threads; the first-keyframe decodes are waited for and included). The machine is
 shared, so rounds alternate baseline and full path and the medians are printed.
 
+The devices and the servers share this machine's cores, so each run also prints the machine's
+CPU a chunk (and the devices' share) and how busy the machine was. A device hashes its chunk as
+it records it, on its own hardware: the simulated devices hash the bench's one chunk once, not on
+every send, which would take the servers' CPU. Printed first is the server work no full path can
+skip beyond a raw PUT (SHA-256 of the bytes, the first-keyframe decode, the signatures); from it
+and the baseline's machine CPU a chunk comes the best ratio this machine allows the full path.
+
     .venv/bin/python bench/ingest_bench.py [--chunks 160] [--devices 8] [--rounds 3] [--backends sqlite-local,...]
 
 Backends: sqlite-local, postgres-local, postgres-s3 (PostgreSQL and LocalStack are started here,
@@ -63,6 +70,55 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def core_times() -> dict[int, tuple[float, float]]:
+    """(busy, total) seconds of each core since boot, from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values[:8]]
+            idle = ticks[3] + ticks[4]  # idle + iowait
+            out[int(name[3:])] = ((sum(ticks) - idle) / _TICK, sum(ticks) / _TICK)
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds every core has spent busy since boot (what runs here, whoever it is)."""
+    return sum(busy for busy, _ in core_times().values())
+
+
+def floor_ms(chunk: Chunk) -> dict[str, float]:
+    """Server CPU ms per chunk that no full path can skip beyond a raw PUT (best of a few runs
+    each): hashing the stored bytes, decoding the first keyframe, checking the manifest's
+    signature and signing the receipt."""
+    from protocol.keys import SigningKey
+    from server import mp4
+    from server.media import FirstFrame, decode_frame
+
+    video = mp4.read_movie(chunk.data).first("vide")
+    frame = FirstFrame.of(chunk.data, video) if video is not None else None
+    assert frame is not None, "the bench's chunk is a plain MP4 with an H.264 track"
+    key = SigningKey.generate()
+    message = os.urandom(600)
+    signature = key.sign(message)
+
+    def check_and_sign() -> None:
+        key.public.verify(signature, message)
+        key.sign(message)
+
+    def best(work: Callable[[], object], times: int = 20) -> float:
+        runs = []
+        for _ in range(times):
+            t = time.perf_counter()
+            work()
+            runs.append(time.perf_counter() - t)
+        return min(runs) * 1000
+
+    return {"SHA-256": best(lambda: hashlib.sha256(chunk.data).digest()),
+            "first-keyframe decode": best(lambda: decode_frame(frame)),
+            "signature check and receipt": best(check_and_sign)}
 
 
 # -- the processes under test -------------------------------------------------------------------
@@ -151,6 +207,10 @@ class Run:
     #: Seconds from the last receipt until every first-keyframe decode was done (full path only):
     #: work the rate does not wait for, though its CPU is counted.
     decode_lag: float = 0.0
+    #: CPU seconds of the simulated devices (this process) and of the whole machine, over the
+    #: same span as ``server_cpu``: both sides share the machine's cores.
+    devices_cpu: float = 0.0
+    machine_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -161,6 +221,31 @@ class Run:
     def cpu_ms(self) -> float:
         """Server CPU ms per chunk."""
         return self.server_cpu / self.n * 1000
+
+    @property
+    def devices_ms(self) -> float:
+        """The devices' CPU ms per chunk."""
+        return self.devices_cpu / self.n * 1000
+
+    @property
+    def machine_ms(self) -> float:
+        """The whole machine's CPU ms per chunk."""
+        return self.machine_cpu / self.n * 1000
+
+
+class Meter:
+    """CPU counters at the start of a run: the server's, this process's and the machine's."""
+
+    def __init__(self, server: Child | None) -> None:
+        self.server = server
+        self.server0 = server.cpu if server else 0.0
+        self.devices0 = time.process_time()
+        self.machine0 = machine_busy()
+
+    def run(self, seconds: float, n: int, size: int, decode_lag: float = 0.0) -> Run:
+        """The run that started with this meter and ends now."""
+        return Run(seconds, (self.server.cpu - self.server0) if self.server else 0.0, n, size, decode_lag,
+                   time.process_time() - self.devices0, machine_busy() - self.machine0)
 
 
 async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int, direct: bool) -> Run:
@@ -184,7 +269,7 @@ async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int, d
                 result = await sim.deliver(chunk, direct=direct)
                 assert result["state"] == "verified"
 
-        cpu0 = server.cpu
+        meter = Meter(server)
         start = time.perf_counter()
         await asyncio.gather(*(device_loop(s) for s in sims))
         seconds = time.perf_counter() - start
@@ -207,7 +292,7 @@ async def run_full(server: Child, chunk: Chunk, devices: int, per_device: int, d
                 break
             await asyncio.sleep(0.25)
         lag = time.perf_counter() - start - seconds
-        return Run(seconds, server.cpu - cpu0, devices * per_device, len(chunk.data), decode_lag=lag)
+        return meter.run(seconds, devices * per_device, len(chunk.data), decode_lag=lag)
 
 
 async def run_raw_disk(server: Child, chunk: Chunk, devices: int, per_device: int) -> Run:
@@ -221,10 +306,10 @@ async def run_raw_disk(server: Child, chunk: Chunk, devices: int, per_device: in
                                        headers={"Content-Type": "video/mp4"}) as r:
                     assert r.status == 201
 
-        cpu0 = server.cpu
+        meter = Meter(server)
         start = time.perf_counter()
         await asyncio.gather(*(loop(d) for d in range(devices)))
-        return Run(time.perf_counter() - start, server.cpu - cpu0, devices * per_device, len(chunk.data))
+        return meter.run(time.perf_counter() - start, devices * per_device, len(chunk.data))
 
 
 async def run_raw_s3(store: Any, chunk: Chunk, devices: int, per_device: int) -> Run:
@@ -240,9 +325,10 @@ async def run_raw_s3(store: Any, chunk: Chunk, devices: int, per_device: int) ->
                 async with session.put(target.url, data=chunk.data, headers=target.headers) as r:
                     assert r.status == 200, await r.read()
 
+        meter = Meter(None)  # LocalStack's CPU is the machine's less the devices'
         start = time.perf_counter()
         await asyncio.gather(*(loop(d) for d in range(devices)))
-        return Run(time.perf_counter() - start, 0.0, devices * per_device, len(chunk.data))
+        return meter.run(time.perf_counter() - start, devices * per_device, len(chunk.data))
 
 
 # -- reporting ------------------------------------------------------------------------------------
@@ -263,10 +349,16 @@ class Series:
         """Median server CPU ms per chunk."""
         return statistics.median(r.cpu_ms for r in self.runs)
 
+    def machine_ms(self) -> float:
+        """Median machine CPU ms per chunk."""
+        return statistics.median(r.machine_ms for r in self.runs)
+
     def line(self, size: int, extra: str = "") -> str:
         """One printed line."""
         rates = ", ".join(f"{r.rate:.0f}" for r in self.runs)
         cpu = f"  server CPU {self.cpu_ms():5.2f} ms/chunk" if any(r.server_cpu for r in self.runs) else ""
+        cpu += (f"  machine {self.machine_ms():5.2f} (devices "
+                f"{statistics.median(r.devices_ms for r in self.runs):4.2f}) ms/chunk")
         lag = (f"  decodes done {statistics.median(r.decode_lag for r in self.runs):.1f} s after the last receipt"
                if any(r.decode_lag for r in self.runs) else "")
         return (f"{self.label:<34} {self.rate():7.1f} chunks/s {self.rate() * size / 1e6:7.1f} MB/s"
@@ -274,8 +366,10 @@ class Series:
 
 
 async def compare(rounds: int, size: int, baseline: Series, run_base: Callable[[], Awaitable[Run]],
-                  full: Series, run_path: Callable[[], Awaitable[Run]], versus: str) -> None:
-    """Alternate baseline and full path for ``rounds`` rounds; print both and the median ratio ``versus`` names."""
+                  full: Series, run_path: Callable[[], Awaitable[Run]], versus: str, floor: float = 0.0) -> None:
+    """Alternate baseline and full path for ``rounds`` rounds; print both, the median ratio
+    ``versus`` names and, given the full path's ``floor`` (machine CPU ms a chunk beyond the
+    baseline's), the best ratio the machine's cores allow."""
     ratios = []
     for _ in range(rounds):
         b = await run_base()
@@ -285,6 +379,16 @@ async def compare(rounds: int, size: int, baseline: Series, run_base: Callable[[
         ratios.append(f.rate / b.rate)
     print(baseline.line(size))
     print(full.line(size, f"  = {statistics.median(ratios):.2f}x {versus}"))
+    cores = os.cpu_count() or 1
+    busy = statistics.median(r.machine_cpu / r.seconds / cores for r in baseline.runs)
+    full_busy = statistics.median(r.machine_cpu / (r.seconds + r.decode_lag) / cores for r in full.runs)
+    line = f"{'':<34} machine busy: baseline {busy:.0%}, full path {full_busy:.0%}"
+    if floor:
+        # Every core busy, each chunk costing what the baseline's did plus the work no full path
+        # can skip: the best rate this machine allows the full path, against the baseline's rate.
+        best = cores * 1000 / (statistics.median(r.machine_ms for r in baseline.runs) + floor)
+        line += f"; the full path's bound on this machine: {best / baseline.rate():.2f}x {versus}"
+    print(line)
 
 
 async def main() -> None:
@@ -299,6 +403,9 @@ async def main() -> None:
     size = len(chunk.data)
     print(f"chunk: {size} bytes, {chunk.codec.video_frames} frames; {args.devices} devices x "
           f"{per_device} chunks; {args.rounds} rounds; cpu count {os.cpu_count()}")
+    floor = floor_ms(chunk)
+    print("server work a raw PUT does not do and no full path can skip, ms a chunk: "
+          + ", ".join(f"{name} {ms:.2f}" for name, ms in floor.items()) + f" = {sum(floor.values()):.2f}")
     backends = args.backends.split(",")
     tmp_services = tempfile.TemporaryDirectory()
     pg = PostgresServer() if any(b.startswith("postgres") for b in backends) else None
@@ -326,7 +433,8 @@ async def main() -> None:
                         await compare(args.rounds, size,
                                       Series("raw aiohttp PUT to disk (fsync)"),
                                       partial(run_raw_disk, raw, chunk, args.devices, per_device),
-                                      Series(f"full ingest [{backend}]"), full_path, "raw disk")
+                                      Series(f"full ingest [{backend}]"), full_path, "raw disk",
+                                      sum(floor.values()))
                         if backend.endswith("s3"):
                             from server.storage.s3 import S3Store
 

@@ -131,7 +131,7 @@ class SimDevice:
             v=1, device_id=self.device_id, seq=self.seq if seq is None else seq,
             prev=self.prev if prev is None else prev, recording_id=self.recording_id, index=self.index,
             start_ms=self.clock.now_ms(), duration_ms=chunk.duration_ms,
-            sha256=sha256 or hashlib.sha256(chunk.data).hexdigest(), size=size or len(chunk.data),
+            sha256=sha256 or chunk.sha256, size=size or len(chunk.data),
             officer_id=self.officer_id if officer_id == "" else officer_id, case_step=self.case_step, pre_event=False,
             codec=chunk.codec)
         env = m.sign(key or self.key)

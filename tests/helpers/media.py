@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +21,12 @@ class Chunk:
     data: bytes
     codec: CodecInfo
     duration_ms: int
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes, computed once: a device hashes its chunk as it records it, so
+        a bench that sends the same chunk many times should not pay for it on every send."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @functools.lru_cache(maxsize=16)

@@ -1197,16 +1197,19 @@ class IngestService:
             found = {(r.device_id, r.seq): r for r in (await conn.execute(_DECODE_STATES, {
                 "b_keys": sorted({(j.device_id, j.seq) for j in jobs})})).all()}
         rows = [found.get((j.device_id, j.seq)) for j in jobs]
-        outcomes: list[bool] = []
+        due = [(job, row) for job, row in zip(jobs, rows, strict=True)
+               if row is not None and row.decode is None and row.object_key is not None]
+        # The held samples decode in one hand-off to a thread: one at a time, each decode waited
+        # for the event loop to start the next, which under load left the decodes far behind.
+        frames = [job.frame for job, _ in due]
+        held = await asyncio.to_thread(_decode_held, frames) if any(frames) else {}
         results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
-        for job, row in zip(jobs, rows, strict=True):
-            device_id, seq = job.device_id, job.seq
-            if row is None or row.decode is not None or row.object_key is None:
-                outcomes.append(row is not None and row.decode == "ok")
-                continue
-            error = await self._decode_first(row.object_key, job.frame)
-            outcomes.append(error is None)
-            results.append((device_id, seq, row.object_key, error))
+        for i, (job, row) in enumerate(due):
+            error = held[i] if i in held else await self._decode_first(row.object_key)
+            results.append((job.device_id, job.seq, row.object_key, error))
+        decoded = {(d, q): e is None for d, q, _, e in results}
+        outcomes = [decoded.get((j.device_id, j.seq), row is not None and row.decode == "ok")
+                    for j, row in zip(jobs, rows, strict=True)]
         if not results:
             return outcomes
         now = self.clock.now_ms()
@@ -1220,12 +1223,9 @@ class IngestService:
                                        device_id=device_id, seq=seq, dedup_key=f"decode:{device_id}:{seq}")
         return outcomes
 
-    async def _decode_first(self, key: str, frame: FirstFrame | None) -> str | None:
-        """Decode the first keyframe (held, or read from the store); why it failed, or None."""
+    async def _decode_first(self, key: str) -> str | None:
+        """Decode the first keyframe of a stored object; why it failed, or None."""
         try:
-            if frame is not None:
-                await asyncio.to_thread(decode_frame, frame)
-                return None
             stored = await self.store.get(key, self._grant())
             if stored is None:
                 return "object missing"
@@ -1245,6 +1245,20 @@ class IngestService:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt.limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
+
+
+def _decode_held(frames: list[FirstFrame | None]) -> dict[int, str | None]:
+    """Decode each held first sample: by its index, why it failed or None when it decoded."""
+    errors: dict[int, str | None] = {}
+    for i, frame in enumerate(frames):
+        if frame is None:
+            continue
+        try:
+            decode_frame(frame)
+            errors[i] = None
+        except ValueError as exc:
+            errors[i] = str(exc)
+    return errors
 
 
 def _event_checklist(key_id: str, trusted: bool, chain: tuple[str, str]) -> Checklist:

@@ -19,7 +19,9 @@ from protocol.envelope import Envelope
 from protocol.messages import Receipt
 from server import mp4
 from server.app import RunningServer
+from server.media import FirstFrame
 from server.services import ingest as ingest_module
+from server.services.ingest import DecodeJob
 from tests.helpers.media import Chunk, make_chunk
 from tests.integration.server.conftest import Api
 
@@ -83,3 +85,36 @@ async def test_decode_after_receipt(any_server: RunningServer, any_admin: Api, c
     keys = [Receipt.peek(Envelope.from_bytes(a["receipt"].encode("ascii"))).object_key for a in (good, bad)]
     reads_each = (0 if direct else 1) + (0 if held else 1)
     assert sorted(reads) == sorted(keys * reads_each)
+
+
+async def test_one_batch_of_held_samples_and_stored_objects(any_server: RunningServer, any_admin: Api,
+                                                            clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch decodes its held samples together in one hand-off and reads the others from the
+    store; each outcome stays with its own chunk, in the batch's order."""
+    ingest = any_server.services.ingest
+    monkeypatch.setattr(ingest, "decode_queue", None)  # nothing queued: this test hands over the batch
+    device = await any_admin.enroll(clock)
+    await device.announce(device.event("start"))
+    direct = any_server.services.store.kind == "local"
+    good, bad = make_chunk(), garbage_keyframe(make_chunk())
+    for chunk in (good, bad, bad, good):
+        assert (await device.deliver(chunk, direct=direct))["state"] == "verified"
+    reads = count_reads(any_server, monkeypatch)
+
+    def held(chunk: Chunk) -> FirstFrame:
+        video = mp4.read_movie(chunk.data).first("vide")
+        frame = FirstFrame.of(chunk.data, video) if video is not None else None
+        assert frame is not None
+        return frame
+
+    jobs = [DecodeJob(device.device_id, 1, held(good)), DecodeJob(device.device_id, 2, held(bad)),
+            DecodeJob(device.device_id, 3), DecodeJob(device.device_id, 4)]
+    assert await ingest.decode_many(jobs) == [True, False, False, True]
+    assert [await decode_state(any_admin, device.device_id, seq) for seq in (1, 2, 3, 4)] == [
+        "ok", "failed", "failed", "ok"]
+    found = (await any_admin.ok("GET", f"/api/v1/findings?device_id={device.device_id}"
+                                       "&code=media.decode_failed"))["findings"]
+    assert sorted(f["seq"] for f in found) == [2, 3]
+    assert len(reads) == 2  # seq 3 and 4 only: a held sample is not read back
+    assert await ingest.decode_many(jobs) == [True, False, False, True]  # decided once, answered again
+    assert len(reads) == 2

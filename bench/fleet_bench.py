@@ -82,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_standin import StandInPlan
 from bench.fleet_standin import serve as standin_serve
-from bench.ingest_bench import core_times, cpu_seconds
+from bench.ingest_bench import core_times, cpu_seconds, parse_set
 from bench.latency_bench import pct
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.ports import ServiceStartError, die_with_parent, free_port, log_tail
@@ -1077,17 +1077,6 @@ def make_room(need: float, args: argparse.Namespace) -> str | None:
 
 
 # -- the ramp --------------------------------------------------------------------------------------
-
-
-def parse_set(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE as JSON when it parses (numbers, true/false), else a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def ramp_steps(args: argparse.Namespace) -> list[int]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -391,12 +392,25 @@ async def compare(rounds: int, size: int, baseline: Series, run_base: Callable[[
     print(line)
 
 
+def parse_set(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE as JSON when it parses (numbers, true/false), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=160, help="chunks per run")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are printed)")
     parser.add_argument("--backends", default="sqlite-local,postgres-local,postgres-s3")
+    parser.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE",
+                        help="server config override, dotted (e.g. scrub.enabled=false); repeatable")
     args = parser.parse_args()
     per_device = max(1, args.chunks // args.devices)
     chunk = one_mib_chunk()
@@ -424,7 +438,7 @@ async def main() -> None:
                         Path(tmp) / backend,
                         database_url=pg.create_database(backend.replace("-", "_")) if pg and
                         backend.startswith("postgres") else None,
-                        s3=s3 if backend.endswith("s3") else None, bucket=bucket)
+                        s3=s3 if backend.endswith("s3") else None, bucket=bucket, **dict(args.set))
                     server = Child(_serve_custody, config)
                     try:
                         direct = backend.endswith("local")

@@ -1214,8 +1214,10 @@ class IngestService:
             return outcomes
         now = self.clock.now_ms()
         async with self.db.write() as conn:
+            # Rows in key order, as a group's transaction locks them: in the order of the receipts,
+            # this update and a group taking two of its rows (a repeated entry) deadlocked.
             await conn.execute(_UPDATE_ENTRY, [{"b_device": d, "b_seq": q, "decode": "ok" if e is None else "failed"}
-                                               for d, q, _, e in results])
+                                               for d, q, _, e in sorted(results, key=lambda r: (r[0], r[1]))])
             for device_id, seq, key, error in results:
                 if error is not None:
                     await open_finding(conn, F.MEDIA_DECODE_FAILED, device_id, f"seq {seq}: {error}",

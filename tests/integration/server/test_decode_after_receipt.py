@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import sqlalchemy as sa
 
 from custody.clock import FakeClock
 from protocol.envelope import Envelope
 from protocol.messages import Receipt
 from server import mp4
-from server.app import RunningServer
+from server.app import RunningServer, start_server
 from server.media import FirstFrame
 from server.services import ingest as ingest_module
 from server.services.ingest import DecodeJob
 from tests.helpers.media import Chunk, make_chunk
-from tests.integration.server.conftest import Api
+from tests.integration.server.conftest import Api, server_config
+from tests.services.postgres import PostgresDatabase
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +122,51 @@ async def test_one_batch_of_held_samples_and_stored_objects(any_server: RunningS
     assert len(reads) == 2  # seq 3 and 4 only: a held sample is not read back
     assert await ingest.decode_many(jobs) == [True, False, False, True]  # decided once, answered again
     assert len(reads) == 2
+
+
+async def test_decode_batch_and_group_take_rows_in_one_order(tmp_path: Path, clock: FakeClock,
+                                                             postgres_db: PostgresDatabase,
+                                                             session: aiohttp.ClientSession,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL's row locks: a decode batch records its outcomes in key order, the order in which
+    a group's transaction locks entries (a repeated entry takes its stored row), so the two
+    never wait for each other in a circle. In the receipts' order they deadlocked at 1,000
+    devices in the fleet bench, and that batch's outcomes were lost until the next sweep."""
+    srv = await start_server(server_config(tmp_path / "data", database_url=postgres_db.async_url), clock)
+    try:
+        ingest = srv.services.ingest
+        monkeypatch.setattr(ingest, "decode_queue", None)  # this test hands over the batch
+        admin = Api(srv.url, session, srv.services.datadir.admin_token.read_text().strip())
+        keys = []
+        for _ in range(2):
+            device = await admin.enroll(clock)
+            await device.announce(device.event("start"))
+            assert (await device.deliver(make_chunk(), direct=True))["state"] == "verified"
+            keys.append((device.device_id, 1))
+        first, second = sorted(keys)
+        engine = srv.services.db.engine
+        async with engine.begin() as held:  # a group's transaction, between its two row locks
+            await held.execute(ingest_module._ENTRIES_LOCKED, {"b_keys": [first]})
+            batch = asyncio.create_task(ingest.decode_many([DecodeJob(*second), DecodeJob(*first)]))
+            # Until the batch waits for the held row; AUTOCOMMIT, as PostgreSQL keeps one snapshot
+            # of pg_stat_activity for the whole of a transaction.
+            async with engine.connect() as watch:
+                await wait_for_lock_wait(await watch.execution_options(isolation_level="AUTOCOMMIT"), batch)
+            await asyncio.wait_for(held.execute(ingest_module._ENTRIES_LOCKED, {"b_keys": [second]}), 10)
+        assert await asyncio.wait_for(batch, 10) == [True, True]
+        assert [await decode_state(admin, d, q) for d, q in (first, second)] == ["ok", "ok"]
+    finally:
+        await srv.stop()
+
+
+async def wait_for_lock_wait(conn: Any, task: asyncio.Task[Any]) -> None:
+    """Wait (up to 10 s) until some PostgreSQL backend waits for a lock; ``task`` must not end first."""
+    for _ in range(200):
+        if task.done():
+            raise AssertionError(f"the batch ended without waiting for the held row: {task.result()}")
+        waiting = (await conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))).scalar_one()
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no backend waits for a lock")

@@ -95,11 +95,9 @@ def floor_ms(chunk: Chunk) -> dict[str, float]:
     each): hashing the stored bytes, decoding the first keyframe, checking the manifest's
     signature and signing the receipt."""
     from protocol.keys import SigningKey
-    from server import mp4
-    from server.media import FirstFrame, decode_frame
+    from server.media import decode_frame, first_frame
 
-    video = mp4.read_movie(chunk.data).first("vide")
-    frame = FirstFrame.of(chunk.data, video) if video is not None else None
+    frame = first_frame(chunk.data)
     assert frame is not None, "the bench's chunk is a plain MP4 with an H.264 track"
     key = SigningKey.generate()
     message = os.urandom(600)

@@ -185,16 +185,23 @@ def _compare(report: MediaReport, manifest: ChunkManifest, tolerance_ms: int) ->
         p.append(f"video lasts {report.duration_ms} ms, the entry says {manifest.duration_ms} ms")
 
 
-def decode_first_frame(data: bytes) -> None:
-    """Decode the first video frame; raise ValueError saying why when it does not decode."""
+def first_frame(data: bytes) -> FirstFrame | None:
+    """A plain MP4's first video sample with what decodes it; None when this reader leaves the
+    file to FFmpeg's demuxer (or it has no video). :class:`mp4.Damaged` when damaged."""
     try:
         movie = mp4.read_movie(data)
     except mp4.Unsupported:
-        movie = None
+        return None
+    video = movie.first("vide")
+    return FirstFrame.of(data, video) if video is not None else None
+
+
+def decode_first_frame(data: bytes) -> None:
+    """Decode the first video frame; raise ValueError saying why when it does not decode."""
+    try:
+        frame = first_frame(data)
     except mp4.Damaged as exc:
         raise ValueError(f"first frame does not decode: {exc}") from None
-    video = movie.first("vide") if movie is not None else None
-    frame = FirstFrame.of(data, video) if video is not None else None
     if frame is not None:
         decode_frame(frame)
         return

@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from protocol.messages import CodecInfo
+from server import mp4
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,12 @@ def make_chunk(seconds: float = 1.0, fps: int = 10, width: int = 160, height: in
                       video_frames=frames, audio="aac" if audio else None, audio_rate=rate if audio else None,
                       audio_samples=samples if audio else None)
     return Chunk(buf.getvalue(), codec, duration_ms)
+
+
+def with_garbage_keyframe(data: bytes) -> bytes:
+    """The same MP4 (sample tables and sizes intact: the media check passes) with its first video
+    sample's bytes zeroed, so that only decoding finds the damage."""
+    video = mp4.read_movie(data).first("vide")
+    assert video is not None and video.first_sample is not None
+    offset, size = video.first_sample
+    return data[:offset] + b"\0" * size + data[offset + size:]

@@ -20,12 +20,11 @@ import sqlalchemy as sa
 from custody.clock import FakeClock
 from protocol.envelope import Envelope
 from protocol.messages import Receipt
-from server import mp4
 from server.app import RunningServer, start_server
-from server.media import FirstFrame
+from server.media import FirstFrame, first_frame
 from server.services import ingest as ingest_module
 from server.services.ingest import DecodeJob
-from tests.helpers.media import Chunk, make_chunk
+from tests.helpers.media import Chunk, make_chunk, with_garbage_keyframe
 from tests.integration.server.conftest import Api, server_config
 from tests.services.postgres import PostgresDatabase
 
@@ -33,12 +32,8 @@ pytestmark = pytest.mark.integration
 
 
 def garbage_keyframe(chunk: Chunk) -> Chunk:
-    """The same MP4 (sample tables and sizes intact: the media check passes) with its first video
-    sample's bytes zeroed, so that only decoding finds the damage."""
-    video = mp4.read_movie(chunk.data).first("vide")
-    assert video is not None and video.first_sample is not None
-    offset, size = video.first_sample
-    return dataclasses.replace(chunk, data=chunk.data[:offset] + b"\0" * size + chunk.data[offset + size:])
+    """``chunk`` with its first keyframe zeroed: the media check passes, only decoding fails."""
+    return dataclasses.replace(chunk, data=with_garbage_keyframe(chunk.data))
 
 
 async def decode_state(admin: Api, device_id: str, seq: int) -> str | None:
@@ -106,8 +101,7 @@ async def test_one_batch_of_held_samples_and_stored_objects(any_server: RunningS
     reads = count_reads(any_server, monkeypatch)
 
     def held(chunk: Chunk) -> FirstFrame:
-        video = mp4.read_movie(chunk.data).first("vide")
-        frame = FirstFrame.of(chunk.data, video) if video is not None else None
+        frame = first_frame(chunk.data)
         assert frame is not None
         return frame
 

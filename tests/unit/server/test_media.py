@@ -14,7 +14,7 @@ import pytest
 from protocol.messages import ChunkManifest
 from server import mp4
 from server.media import check_chunk, decode_first_frame, decode_frame, demux_chunk
-from tests.helpers.media import make_chunk
+from tests.helpers.media import make_chunk, with_garbage_keyframe
 
 
 def manifest_for(data: bytes, **changes: object) -> ChunkManifest:
@@ -36,14 +36,6 @@ def test_a_good_chunk_passes() -> None:
     assert report.duration_ms == 1000
     assert report.first_is_keyframe
     decode_first_frame(data)
-
-
-def with_garbage_keyframe(data: bytes) -> bytes:
-    """The same MP4 (tables and sizes intact) with its first video sample's bytes zeroed."""
-    video = mp4.read_movie(data).first("vide")
-    assert video is not None and video.first_sample is not None
-    offset, size = video.first_sample
-    return data[:offset] + b"\0" * size + data[offset + size:]
 
 
 def test_the_check_keeps_the_first_sample_for_the_decode_after_the_receipt() -> None:

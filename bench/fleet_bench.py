@@ -347,6 +347,8 @@ class FleetReport:
     last_errors: list[str]
     mqtt_connects: int
     mqtt_connected_at_stop: int
+    #: The fleet's garbage-collector pauses while recording (:meth:`custody.heap.GcPauses.summary`).
+    gc_pauses: str = ""
 
 
 def fleet_process(plan: FleetPlan, conn: multiprocessing.connection.Connection) -> None:
@@ -386,6 +388,7 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
     import aiohttp
 
     from custody.clock import SystemClock
+    from custody.heap import GcPauses, settle_heap
     from simulators.fleet import Fleet
     from simulators.replay import ReplayRecorder, templates
 
@@ -424,6 +427,9 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
         if any(a.mqtt is None for a in agents):
             raise RuntimeError("a device got no MQTT link (no broker URL in its enrollment answer?)")
         setup = time.monotonic() - began
+        # A thousand devices' state lives as long as the step: walking it in every full collection
+        # only stalls the loop (the devices share one process here, not one each as in the field).
+        settle_heap()
         phase("ready")
 
         lags: list[float] = []
@@ -439,6 +445,7 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
         # The parent lets the server settle and measures the idle cost of the connected fleet meanwhile.
         await asyncio.to_thread(conn.recv)
         requests.clear()  # enrollment and connection set-up are not what is measured
+        pauses = GcPauses().install()
         t0 = time.monotonic() + 0.2
         await asyncio.sleep(0.2)
         phase("recording")
@@ -471,6 +478,7 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
         if profiler is not None and plan.cprofile is not None:
             profiler.disable()
             profiler.dump_stats(plan.cprofile)
+        pauses.uninstall()
         closed_at_stop, receipted_at_stop = closed(), receipted()
         connected_at_stop = sum(1 for a in agents if a.mqtt is not None and a.mqtt.connected.is_set())
         phase("stopped")
@@ -491,7 +499,7 @@ async def _fleet_step(plan: FleetPlan, conn: multiprocessing.connection.Connecti
             retries=sum(s.retries for s in stats), refused=sum(s.refused for s in stats),
             last_errors=sorted({s.last_error for s in stats if s.last_error})[:5],
             mqtt_connects=sum(a.mqtt.connects for a in agents if a.mqtt is not None),
-            mqtt_connected_at_stop=connected_at_stop,
+            mqtt_connected_at_stop=connected_at_stop, gc_pauses=pauses.summary(),
         )
         conn.send(("result", asdict(report)))
     except aiohttp.ClientError as exc:
@@ -779,6 +787,13 @@ def fleet_dir(args: argparse.Namespace, n: int, work: Path) -> Path:
     return work / "fleet"
 
 
+def server_gc_pauses(path: Path) -> str:
+    """The collector's pauses the server printed as it stopped (see server/runner.py)."""
+    marker = "gc pauses while serving: "
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.startswith(marker)]
+    return lines[-1].removeprefix(marker) if lines else "(not printed)"
+
+
 def server_log_errors(path: Path) -> tuple[int, str]:
     """How many ERROR/CRITICAL records the server logged, and the first one's line."""
     count, first = 0, ""
@@ -831,6 +846,8 @@ class StepResult:
     refused: int
     mqtt_reconnects: int
     errors: list[str]
+    #: Garbage-collector pauses: the server's while it served, the fleet's while it recorded.
+    gc_pauses: str = ""
     fleet_root: str = ""
     profiled: bool = False
     fleet_saturated: bool = False
@@ -956,6 +973,8 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
             elif kind == "result":
                 result = value
         report = FleetReport(**result)
+        fleet.stop()
+        server.stop()  # it prints its collector's pauses as it stops
         errors, first_error = server_log_errors(server.log_path)
         idle = Window.between(samples["idle-start"], samples["idle-end"])
         run = Window.between(samples["recording"], samples["drained"])
@@ -985,6 +1004,7 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                                for k, v in sorted(report.requests_ms.items()) if v),
             chunk_bytes=report.chunk_bytes, retries=report.retries, refused=report.refused,
             mqtt_reconnects=report.mqtt_connects - n, errors=report.last_errors, profiled=profiled,
+            gc_pauses=f"server {server_gc_pauses(server.log_path)}; fleet {report.gc_pauses}",
             fleet_root=str(fleet_root),
         )
         # A fleet that cannot keep up shows as a saturated core, or as chunks closing late or not at all.
@@ -1297,7 +1317,7 @@ def report_step(step: StepResult, args: argparse.Namespace) -> None:
           f"{step.ceiling(step.fleet_idle, step.fleet_marginal_ms, args.chunk_seconds, args.fleet_limit):,}",
           flush=True)
     print(f"       server ms/chunk: {step.server_split}\n       fleet ms/chunk: {step.fleet_split}\n"
-          f"       device requests: {step.requests}", flush=True)
+          f"       device requests: {step.requests}\n       gc pauses: {step.gc_pauses}", flush=True)
     if step.errors:
         print(f"       uploader errors seen: {step.errors}", flush=True)
 

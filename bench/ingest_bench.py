@@ -124,10 +124,12 @@ def floor_ms(chunk: Chunk) -> dict[str, float]:
 
 
 def _serve_custody(config: ServerConfig, conn: multiprocessing.connection.Connection) -> None:
+    from custody.heap import settle_heap
     from server.app import start_server
 
     async def run() -> None:
         server = await start_server(config)
+        settle_heap()  # as `custody server` does once started (server/runner.py)
         conn.send((server.url, server.services.datadir.admin_token.read_text().strip()))
         await asyncio.to_thread(conn.recv)
         await server.stop()

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from custody.clock import Clock
+from custody.heap import GcPauses, settle_heap
 from server.app import start_server
 from server.config import ServerConfig
 
@@ -20,6 +21,9 @@ async def serve(config: ServerConfig, clock: Clock | None = None, stop: asyncio.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     running = await start_server(config, clock)
+    # Start-up's heap lives as long as the process: no collection need walk it again.
+    settle_heap()
+    pauses = GcPauses().install()
     s = running.services
     key = s.keyring.current
     print(f"custody server listening on {running.url}", flush=True)
@@ -37,3 +41,5 @@ async def serve(config: ServerConfig, clock: Clock | None = None, stop: asyncio.
     finally:
         log.info("shutting down")
         await running.stop()
+        pauses.uninstall()
+        print(f"gc pauses while serving: {pauses.summary()}", flush=True)

@@ -26,7 +26,8 @@ Per step: chunks closed (durable commit on the device) and receipted (verified r
 the device), close-to-receipt p50/p95/p99/max (the uploader's own measure), CPU per chunk of the
 server, PostgreSQL, Mosquitto and the fleet (utime + stime of all threads and children, from
 /proc; the event loop apart from worker threads), the same idle, the devices' request round
-trips, each core's busy share and what other jobs on the shared machine took. A step is
+trips, each core's busy share, what other jobs on the shared machine took, and the garbage
+collector's pauses (the server's while it served, the fleet's while it recorded). A step is
 **sustained** when p99 <= ``--p99-limit`` and every closed chunk is receipted within the drain.
 It is **invalid** when the fleet cannot keep up (its process above ``--fleet-limit`` of its core,
 chunks closing late or not at all): the ramp stops and says so. It also stops at the first step

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import ssl
 from typing import Any
@@ -65,7 +66,11 @@ class MqttPlane:
         tls = None
         if endpoint.tls and cfg.tls_ca is not None:
             tls = ssl.create_default_context(cafile=str(cfg.tls_ca))
-        client_id = f"{cfg.client_id or 'custody-server-' + socket.gethostname()}-{os.getpid()}-{id(self) % 10_000}"
+        # A random suffix: a broker drops the older of two connections with one client id, so two
+        # links must never share one, even in one process (tests run two servers in one) or in two
+        # containers with the same host name and pid. The address of this object (id % 10,000, as
+        # before) took only 625 values and collided: the two links then took over from each other.
+        client_id = f"{cfg.client_id or 'custody-server-' + socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.messages = DeviceMessages(s.ingest, s.fleet, s.commands, self.send_receipt)
         self.link = ServerLink(endpoint, client_id=client_id, handler=self.messages.handle, protocol=protocol,
                                shared_subscriptions=cfg.shared_subscriptions, workers=cfg.workers,

@@ -83,7 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_standin import StandInPlan
 from bench.fleet_standin import serve as standin_serve
-from bench.ingest_bench import core_times, cpu_seconds, parse_set
+from bench.ingest_bench import check_sets, core_times, cpu_seconds, parse_set
 from bench.latency_bench import pct
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.ports import ServiceStartError, die_with_parent, free_port, log_tail
@@ -1005,7 +1005,8 @@ def run_step(n: int, index: int, args: argparse.Namespace, services: Services, o
                                for k, v in sorted(report.requests_ms.items()) if v),
             chunk_bytes=report.chunk_bytes, retries=report.retries, refused=report.refused,
             mqtt_reconnects=report.mqtt_connects - n, errors=report.last_errors, profiled=profiled,
-            gc_pauses=f"server {server_gc_pauses(server.log_path)}; fleet {report.gc_pauses}",
+            gc_pauses=("stand-in (not measured)" if args.stand_in else f"server {server_gc_pauses(server.log_path)}")
+            + f"; fleet {report.gc_pauses}",
             fleet_root=str(fleet_root),
         )
         # A fleet that cannot keep up shows as a saturated core, or as chunks closing late or not at all.
@@ -1197,7 +1198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ramp; print each step and the verdict."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_sets(parser, args.set)
     if args.summarize is not None:
         print(Profile.parse(args.summarize.read_text()).summary(args.profile_top))
         return 0

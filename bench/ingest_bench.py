@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -403,6 +403,16 @@ def parse_set(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def check_sets(parser: argparse.ArgumentParser, sets: Sequence[tuple[str, Any]]) -> None:
+    """Refuse ``--set`` overrides the server would refuse (argparse's usage error, exit 2), before
+    any service starts: a server that cannot start left the benches waiting, or a traceback."""
+    from server.config import check_config
+
+    _, problems = check_config(None, {}, dict(sets))
+    if problems:
+        parser.error("; ".join(f"--set {p.path}: {p.message}" for p in problems))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=160, help="chunks per run")
@@ -412,6 +422,7 @@ async def main() -> None:
     parser.add_argument("--set", action="append", type=parse_set, default=[], metavar="KEY=VALUE",
                         help="server config override, dotted (e.g. scrub.enabled=false); repeatable")
     args = parser.parse_args()
+    check_sets(parser, args.set)
     per_device = max(1, args.chunks // args.devices)
     chunk = one_mib_chunk()
     size = len(chunk.data)

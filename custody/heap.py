@@ -48,7 +48,7 @@ class GcPauses:
     count: list[int] = field(default_factory=lambda: [0, 0, 0])
     total_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     longest_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    _started: float = 0.0
+    _started: float = field(default=0.0, repr=False, compare=False)
 
     def install(self) -> GcPauses:
         """Start measuring; returns self."""

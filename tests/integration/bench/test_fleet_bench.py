@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, machine_probe, make_room, run_step
+from bench.fleet_bench import BROKER_LIMITS, Services, build_parser, machine_probe, main, make_room, run_step
 from tests.services.mosquitto import MosquittoFactory
 from tests.services.postgres import PostgresServer
 
@@ -38,6 +38,8 @@ def test_one_tiny_step_closes_and_receipts_every_chunk(postgres: PostgresServer,
     # The verdict follows the rule from the step's own figures; how fast this machine is, is not asserted.
     assert step.sustained == (not step.fleet_saturated and step.p99 <= args.p99_limit
                               and step.receipted >= step.closed and step.refused == 0)
+    # Both sides' collector pauses: the server printed its own as it stopped.
+    assert re.fullmatch(r"server gen 0: .*; fleet gen 0: .*", step.gc_pauses), step.gc_pauses
     assert (tmp_path / "step-3-server.log").exists()  # logs are kept, the step's data is set aside
     assert not (tmp_path / "work" / "step-00-3").exists()
     spent = tmp_path / "work" / "spent"
@@ -57,3 +59,12 @@ def test_the_machine_probe_reports_both_workloads_and_restores_the_affinity() ->
     assert found is not None, line
     assert int(found[1]) > 0 and float(found[2]) > 0
     assert os.sched_getaffinity(0) == cores
+
+
+def test_a_config_override_the_server_would_refuse_is_refused_before_anything_starts(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--ramp", "3", "--set", "ingest.no_such_key=1"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--set ingest.no_such_key: unknown key" in err and "Traceback" not in err

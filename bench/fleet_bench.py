@@ -83,7 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fleet_standin import StandInPlan
 from bench.fleet_standin import serve as standin_serve
-from bench.ingest_bench import check_sets, core_times, cpu_seconds, parse_set
+from bench.ingest_bench import check_sets, core_times, cpu_seconds, parse_set, stat_fields, tree_cpu_seconds
 from bench.latency_bench import pct
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.ports import ServiceStartError, die_with_parent, free_port, log_tail
@@ -107,68 +107,45 @@ max_qos 1
 # -- /proc -----------------------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str]:
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU of a process, its live descendants and its reaped children (PostgreSQL backends come and go)."""
-    children: dict[int, list[int]] = {}
-    own: dict[int, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            f = _stat_fields(int(entry.name))
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        pid = int(entry.name)
-        children.setdefault(int(f[1]), []).append(pid)
-        # utime + stime + cutime + cstime: the CPU of children already reaped stays counted.
-        own[pid] = (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / _TICK
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += own.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
-
-
 @dataclass(frozen=True)
 class ProcessCpu:
-    """A process's CPU seconds, user and system, in all threads and in its main thread alone.
+    """A process's CPU seconds, user and system, in all threads and in its main thread alone, and
+    its child processes' (the server's decoder workers, server/decoder.py).
 
-    The main thread runs the event loop; the others are worker pools (asyncio.to_thread, hashing,
-    decoding). Python does not name OS threads, so this split is what /proc can tell.
+    The main thread runs the event loop; the others are worker pools (asyncio.to_thread, hashing).
+    Python does not name OS threads, so this split is what /proc can tell.
     """
 
     user: float = 0.0
     system: float = 0.0
     main_user: float = 0.0
     main_system: float = 0.0
+    children: float = 0.0
 
     @classmethod
     def read(cls, pid: int) -> ProcessCpu:
         """Now, from /proc."""
-        f = _stat_fields(pid)
+        f = stat_fields(pid)
         main = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return cls(int(f[11]) / _TICK, int(f[12]) / _TICK, int(main[11]) / _TICK, int(main[12]) / _TICK)
+        user, system = int(f[11]) / _TICK, int(f[12]) / _TICK
+        return cls(user, system, int(main[11]) / _TICK, int(main[12]) / _TICK,
+                   tree_cpu_seconds(pid) - user - system)
 
     def __sub__(self, other: ProcessCpu) -> ProcessCpu:
         return ProcessCpu(self.user - other.user, self.system - other.system, self.main_user - other.main_user,
-                          self.main_system - other.main_system)
+                          self.main_system - other.main_system, self.children - other.children)
 
     @property
     def total(self) -> float:
-        """User + system, all threads."""
-        return self.user + self.system
+        """User + system, all threads, and the child processes'."""
+        return self.user + self.system + self.children
 
     def per_chunk(self, chunks: int) -> str:
-        """``ms per chunk: event loop user+sys, other threads user+sys``."""
+        """``ms per chunk: event loop user+sys, other threads user+sys, child processes``."""
         k = 1000 / max(1, chunks)
         return (f"event loop {k * self.main_user:.1f} user + {k * self.main_system:.1f} sys, other threads "
-                f"{k * (self.user - self.main_user):.1f} user + {k * (self.system - self.main_system):.1f} sys")
+                f"{k * (self.user - self.main_user):.1f} user + {k * (self.system - self.main_system):.1f} sys, "
+                f"child processes {k * self.children:.1f}")
 
 
 def process_tree(root: int) -> list[int]:
@@ -177,7 +154,7 @@ def process_tree(root: int) -> list[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError):
-                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+                children.setdefault(int(stat_fields(int(entry.name))[1]), []).append(int(entry.name))
     out, todo = [], [root]
     while todo:
         pid = todo.pop()

@@ -25,6 +25,7 @@ from server.auth import Authenticator
 from server.config import ServerConfig
 from server.datadir import DataDir, write_private
 from server.db.database import Database, database_url
+from server.decoder import Decoder
 from server.keyring import ServerKeyring
 from server.live.service import LiveService
 from server.log.service import LogService
@@ -96,6 +97,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     store = make_store(config, datadir, clock)
     keyring = ServerKeyring(db, datadir.keys, clock)
     decode_queue: asyncio.Queue[DecodeJob] = asyncio.Queue()
+    # Workers start on the first decode; the first keyframes and the scrubber share them.
+    decoder = Decoder(config.ingest.decode_workers, config.ingest.decode_niceness, config.ingest.decode_timeout_s)
     window_ms = config.auth.request_window_s * 1000
     policy = PolicyService(db, clock)
     cases = CasesService(db, clock, policy)
@@ -110,14 +113,14 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
         accounts=AccountsService(db, clock, config.auth.token_ttl_days),
         officers=OfficersService(db, clock),
         devices=DevicesService(db, clock, keyring, config.mqtt, window_ms, config.auth.enrollment_token_ttl_s),
-        ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue),
+        ingest=IngestService(db, clock, keyring, store, config.ingest, decode_queue, decoder),
         findings=FindingsService(db),
         policy=policy, cases=cases, audit=audit, review=ReviewService(db, clock, cases, audit),
         fleet=fleet,
         commands=commands,
         log=log_service,
         access=access,
-        scrubber=Scrubber(db, clock, store, config.scrub, access),
+        scrubber=Scrubber(db, clock, store, config.scrub, access, decoder),
         broker_files=BrokerFiles(db, config.mqtt),
         exports=ExportService(db, clock, keyring, store, log_service, access, config.log, cases=cases, audit=audit),
         live=LiveService(db, clock, config.live, commands, access),
@@ -225,6 +228,7 @@ async def _cleanup(app: web.Application) -> None:
     if replication is not None:
         await replication.close()
     await s.live.close()
+    await s.ingest.decoder.close()
     await s.store.close()
     await s.db.close()
 

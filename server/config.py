@@ -126,7 +126,12 @@ class IngestConfig:
     duration_tolerance_ms: int = opt(150, "allowed difference between measured and declared duration",
                                      lo=0, hi=5000)
     decode_after_receipt: bool = opt(True, "decode the first keyframe of each chunk after its receipt")
-    decode_workers: int = opt(1, "threads decoding first keyframes", lo=1, hi=16)
+    decode_workers: int = opt(1, "worker processes decoding footage (first keyframes, the scrubber's full "
+                              "decodes); see server/decoder.py", lo=1, hi=16)
+    decode_niceness: int = opt(10, "how much lower the decoder workers' CPU priority is than the server's "
+                               "(nice increment): receipts come first, decodes take the cores left", lo=0, hi=19)
+    decode_timeout_s: int = opt(60, "longest one chunk's decode may take; a worker taking longer is stopped and "
+                                "the chunk gets a media.decode_failed finding", lo=1, hi=3600)
 
 
 @dataclass(frozen=True, slots=True)

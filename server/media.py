@@ -237,3 +237,19 @@ def _demux_decode_first_frame(data: bytes) -> None:
     except (av.FFmpegError, IndexError) as exc:
         raise ValueError(f"first frame does not decode: {exc}") from exc
     raise ValueError("no video frame decodes")
+
+
+def decode_all_frames(data: bytes) -> int:
+    """Decode every video and audio frame; return the video frame count, or raise ValueError saying why."""
+    frames = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
+            streams = [s for s in container.streams if s.type in ("video", "audio")]
+            for frame in container.decode(*streams):
+                if isinstance(frame, av.VideoFrame):
+                    frames += 1
+    except (av.FFmpegError, ValueError) as exc:
+        raise ValueError(f"decoding failed: {exc}") from exc
+    if frames == 0:
+        raise ValueError("no video frame decodes")
+    return frames

@@ -40,9 +40,10 @@ from server.config import IngestConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
 from server.db.schema import conflicts, device_keys, device_states, devices, entries, findings
+from server.decoder import Decoder
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unprocessable
 from server.keyring import ServerKeyring
-from server.media import FirstFrame, MediaReport, check_chunk, decode_first_frame, decode_frame
+from server.media import FirstFrame, MediaReport, check_chunk
 from server.services.findings import close_finding, open_finding
 from server.services.officers import assignment_and_cert, assignments_overlapping, in_force
 from server.storage.base import (
@@ -337,8 +338,11 @@ class IngestService:
     """Announce, upload, verify, receipt."""
 
     def __init__(self, db: Database, clock: Clock, keyring: ServerKeyring, store: FootageStore,
-                 config: IngestConfig, decode_queue: asyncio.Queue[DecodeJob] | None = None) -> None:
+                 config: IngestConfig, decode_queue: asyncio.Queue[DecodeJob] | None = None,
+                 decoder: Decoder | None = None) -> None:
         self.db = db
+        #: Decodes first keyframes in worker processes (server/decoder.py), created unless given.
+        self.decoder = decoder if decoder is not None else Decoder()
         self.clock = clock
         self.keyring = keyring
         self.store = store
@@ -1201,10 +1205,10 @@ class IngestService:
         rows = [found.get((j.device_id, j.seq)) for j in jobs]
         due = [(job, row) for job, row in zip(jobs, rows, strict=True)
                if row is not None and row.decode is None and row.object_key is not None]
-        # The held samples decode in one hand-off to a thread: one at a time, each decode waited
-        # for the event loop to start the next, which under load left the decodes far behind.
-        frames = [job.frame for job, _ in due]
-        held = await asyncio.to_thread(_decode_held, frames) if any(frames) else {}
+        # The held samples decode in one request to a decoder worker: one at a time, each decode
+        # waited for the event loop to start the next, which under load left the decodes far behind.
+        held_at = [i for i, (job, _) in enumerate(due) if job.frame is not None]
+        held = dict(zip(held_at, await self.decoder.first_frames([due[i][0].frame for i in held_at]), strict=True))
         results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
         for i, (job, row) in enumerate(due):
             error = held[i] if i in held else await self._decode_first(row.object_key)
@@ -1229,14 +1233,10 @@ class IngestService:
 
     async def _decode_first(self, key: str) -> str | None:
         """Decode the first keyframe of a stored object; why it failed, or None."""
-        try:
-            stored = await self.store.get(key, self._grant())
-            if stored is None:
-                return "object missing"
-            await asyncio.to_thread(decode_first_frame, stored.data)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        stored = await self.store.get(key, self._grant())
+        if stored is None:
+            return "object missing"
+        return await self.decoder.first_frame_of(stored.data)
 
     async def pending_decodes(self, limit: int = 10_000, verified_before_ms: int | None = None
                               ) -> list[tuple[str, int]]:
@@ -1249,20 +1249,6 @@ class IngestService:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt.limit(limit))).all()
         return [(r.device_id, r.seq) for r in rows]
-
-
-def _decode_held(frames: list[FirstFrame | None]) -> dict[int, str | None]:
-    """Decode each held first sample: by its index, why it failed or None when it decoded."""
-    errors: dict[int, str | None] = {}
-    for i, frame in enumerate(frames):
-        if frame is None:
-            continue
-        try:
-            decode_frame(frame)
-            errors[i] = None
-        except ValueError as exc:
-            errors[i] = str(exc)
-    return errors
 
 
 def _event_checklist(key_id: str, trusted: bool, chain: tuple[str, str]) -> Checklist:

@@ -2,7 +2,8 @@
 
 The receipt is what proves what should be there: for every receipted chunk, in (device, seq)
 order, the scrubber reads the object, compares its size and SHA-256 with the receipt's
-``stored_sha256``, and decodes every frame. A missing object is ``scrub.missing``, different
+``stored_sha256``, and decodes every frame (in the decoder's worker process, server/decoder.py,
+whose CPU time counts in the budget below). A missing object is ``scrub.missing``, different
 bytes are ``scrub.mismatch``, a decode failure is ``media.decode_failed``; each is a finding and
 an error line in the server log. A cursor row in the database lets a restarted server (or another
 process) continue where the last round stopped, and a pass that reaches the end starts again.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 import os
 import time
@@ -42,6 +42,7 @@ from server.config import ScrubConfig
 from server.db.database import Database
 from server.db.dialect import insert_ignore
 from server.db.schema import entries, footage_retention, scrub_state
+from server.decoder import Decoder
 from server.services.access import AccessService
 from server.services.findings import open_finding
 from server.storage.base import FootageStore
@@ -84,24 +85,6 @@ def budget_percent(load: float, config: ScrubConfig) -> int:
     return config.busy_cpu_percent if load * 100 > config.busy_percent else config.cpu_percent
 
 
-def decode_all_frames(data: bytes) -> int:
-    """Decode every video and audio frame; return the video frame count, or raise ValueError saying why."""
-    import av
-
-    frames = 0
-    try:
-        with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
-            streams = [s for s in container.streams if s.type in ("video", "audio")]
-            for frame in container.decode(*streams):
-                if isinstance(frame, av.VideoFrame):
-                    frames += 1
-    except (av.FFmpegError, ValueError) as exc:
-        raise ValueError(f"decoding failed: {exc}") from exc
-    if frames == 0:
-        raise ValueError("no video frame decodes")
-    return frames
-
-
 def _cpu_mark() -> tuple[float, float, float]:
     """(this thread's CPU time, the process's CPU time, wall time), in seconds."""
     return time.thread_time(), time.process_time(), time.monotonic()
@@ -115,21 +98,23 @@ class ScrubReport:
     bytes: int = 0
     wrapped: bool = False
     results: dict[str, str] = field(default_factory=dict)  # "device/seq" -> result
-    cpu_s: float = 0.0  # CPU time of the hashing and decoding (worker threads)
+    cpu_s: float = 0.0  # CPU time of the hashing (worker threads) and decoding (the decoder's worker process)
 
 
 class Scrubber:
     """The periodic duty."""
 
     def __init__(self, db: Database, clock: Clock, store: FootageStore, config: ScrubConfig,
-                 access: AccessService) -> None:
+                 access: AccessService, decoder: Decoder | None = None) -> None:
         self.db = db
+        #: Decodes every frame in a worker process (server/decoder.py), created unless given.
+        self.decoder = decoder if decoder is not None else Decoder()
         self.clock = clock
         self.store = store
         self.config = config
         self.access = access
         self._grant: AccessGrant | None = None
-        self._cpu_s = 0.0  # hashing and decoding so far (worker-thread CPU time)
+        self._cpu_s = 0.0  # hashing (worker-thread CPU time) and decoding (the decoder worker's) so far
         #: The event loop's and the process's CPU time, and the wall time, when the load was last
         #: measured (reset by :meth:`start`, which runs on the loop).
         self._mark = _cpu_mark()
@@ -235,10 +220,10 @@ class Scrubber:
                 result = MISMATCH
                 detail = f"stored bytes ({len(data)} bytes) hash to {actual}; the receipt says {expected}"
             elif self.config.decode:
-                try:
-                    await asyncio.to_thread(self._timed, lambda: decode_all_frames(data))
-                except ValueError as exc:
-                    result, detail = UNDECODABLE, str(exc)
+                decoded = await self.decoder.all_frames(data)
+                self._cpu_s += decoded.cpu_s
+                if decoded.error is not None:
+                    result, detail = UNDECODABLE, decoded.error
         if result != OK:
             await self._finding(device_id, seq, result, detail, row.object_key, expected, actual)
         return result

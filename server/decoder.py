@@ -32,17 +32,19 @@ Run as ``python -m server.decoder [NICENESS]`` by :class:`Decoder`; not a comman
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
 import os
 import signal
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def _split(header: dict[str, Any], payload: bytes) -> list[bytes]:
 # -- the worker process ----------------------------------------------------------------------
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
     data = b""
     while len(data) < n:
         more = stream.read(n - len(data))
@@ -151,22 +153,26 @@ class FullDecode:
 
 
 class _Worker:
-    """One worker process and its channel."""
+    """One worker process and its channel, driven by a thread of its own.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+    The channel is blocking I/O in that thread, not the event loop's pipes: a request carries up
+    to 32 keyframes (a few megabytes), and through the loop it crossed the 64 KiB pipe in as
+    many turns of a loop busy with requests, so the decodes fell behind while the worker idled
+    (the ingest bench's decodes finished 2.2 s after the last receipt). The loop now waits for
+    one answer a request.
+    """
 
-    @classmethod
-    async def start(cls, command: Sequence[str]) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE)
-        return cls(proc)
+    def __init__(self, command: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="decoder-io")
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        return self.proc.poll() is None
 
     def _why_dead(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(_EXIT_GRACE_S)
         code = self.proc.returncode
         if code is None:
             return "stopped answering"
@@ -176,53 +182,79 @@ class _Worker:
             return f"died (signal {-code})"
         return f"exited with status {code}"
 
-    async def call(self, request: bytes, timeout_s: float) -> dict[str, Any]:
+    def _roundtrip(self, request: bytes) -> dict[str, Any]:
+        """Send a request and read its answer (in the worker's thread)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
-            async with asyncio.timeout(timeout_s):
-                self.proc.stdin.write(request)
-                await self.proc.stdin.drain()
-                json_len, blob_len = _HEAD.unpack(await self.proc.stdout.readexactly(_HEAD.size))
-                if json_len > _MAX_ANSWER or blob_len:
-                    raise WorkerDied("answered with a frame no worker sends")
-                answer = json.loads(await self.proc.stdout.readexactly(json_len))
-        except TimeoutError:
-            await self.stop(kill=True)
-            raise WorkerDied(f"took longer than {timeout_s:g} s and was stopped") from None
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
-            await self.stop(kill=False)
+            self.proc.stdin.write(request)
+            self.proc.stdin.flush()
+            head = _read_exact(self.proc.stdout, _HEAD.size)
+            if head is None:
+                raise WorkerDied(self._why_dead())
+            json_len, blob_len = _HEAD.unpack(head)
+            if json_len > _MAX_ANSWER or blob_len:
+                self.kill()
+                raise WorkerDied("answered with a frame no worker sends")
+            body = _read_exact(self.proc.stdout, json_len)
+        except (BrokenPipeError, ConnectionError, ValueError):  # ValueError: its pipe closed by kill()
             raise WorkerDied(self._why_dead()) from None
-        except ValueError:  # not JSON
-            await self.stop(kill=True)
+        if body is None:
+            raise WorkerDied(self._why_dead())
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            self.kill()
             raise WorkerDied("answered with something that is not JSON") from None
         if not isinstance(answer, dict):
-            await self.stop(kill=True)
+            self.kill()
             raise WorkerDied("answered with something that is not a JSON object")
         return answer
 
+    async def call(self, request: bytes, timeout_s: float) -> dict[str, Any]:
+        """The worker's answer to ``request``; WorkerDied when there is none within ``timeout_s``.
+        Cancelled, it kills the worker: the answer would otherwise be read as the next request's."""
+        pending = asyncio.get_running_loop().run_in_executor(self._io, self._roundtrip, request)
+        # Left behind when cancelled: its WorkerDied (the kill below) is expected, not news.
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+        except TimeoutError:
+            self.kill()
+            with contextlib.suppress(WorkerDied):
+                await pending
+            raise WorkerDied(f"took longer than {timeout_s:g} s and was stopped") from None
+        except asyncio.CancelledError:
+            self.kill()
+            raise
+
     def kill(self) -> None:
-        """Kill it now (the event loop's child watcher reaps it)."""
+        """Kill it now; whoever waits on its answer sees it die."""
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
-    async def stop(self, *, kill: bool) -> None:
-        """Close its stdin and wait for it to exit (killed at once with ``kill``, or after a grace)."""
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        if kill and self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+    def _stop(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), _EXIT_GRACE_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
+            self.proc.wait(_EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    async def stop(self) -> None:
+        """Close its stdin and wait for it to exit (killed after a grace)."""
+        await asyncio.get_running_loop().run_in_executor(None, self._stop)
+        self._io.shutdown(wait=False)
 
 
 def _command(niceness: int) -> list[str]:
-    return [sys.executable, "-m", "server.decoder", str(niceness)]
+    # -P: the worker must import this very package, never a "server" directory that happens to be
+    # in the working directory (-m would put it first on the path).
+    return [sys.executable, "-P", "-m", "server.decoder", str(niceness)]
 
 
 class Decoder:
@@ -256,7 +288,7 @@ class Decoder:
         worker = await self._slots.get()
         try:
             if worker is None or not worker.alive:
-                worker = await _Worker.start(self._command)
+                worker = _Worker(self._command)
                 self._running.add(worker)
                 self.started += 1
             try:
@@ -267,8 +299,7 @@ class Decoder:
                 worker = None
                 log.warning("decoder worker %s (%s; started again on the next decode)", exc, header.get("op"))
                 raise
-            except BaseException:  # cancelled mid-request: its answer would be read as the next one's
-                worker.kill()
+            except BaseException:  # cancelled mid-request: call() killed it
                 self._running.discard(worker)
                 worker = None
                 raise
@@ -327,7 +358,7 @@ class Decoder:
         """Stop every worker (each exits once its stdin closes). Calls after this are refused."""
         self._closed = True
         running, self._running = list(self._running), set()
-        await asyncio.gather(*(w.stop(kill=False) for w in running))
+        await asyncio.gather(*(w.stop() for w in running))
 
 
 if __name__ == "__main__":

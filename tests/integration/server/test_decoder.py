@@ -7,15 +7,21 @@ the decodes of the others or answer one request with another's result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
+from custody.clock import FakeClock
+from server import mp4
+from server.app import RunningServer
 from server.decoder import Decoder
 from server.media import FirstFrame, first_frame
 from tests.helpers.media import make_chunk, with_garbage_keyframe
+from tests.integration.server.conftest import Api
+from tests.integration.server.test_decode_after_receipt import decode_state
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +136,39 @@ async def test_close_stops_every_worker_and_refuses_later_calls(decoder: Decoder
         os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="closed"):
         await decoder.first_frames([good])
+
+
+def with_crashing_keyframe(data: bytes) -> bytes:
+    """The same MP4 (the media check passes) whose first sample makes the faulty worker crash."""
+    video = mp4.read_movie(data).first("vide")
+    assert video is not None and video.first_sample is not None
+    offset, _ = video.first_sample
+    return data[:offset] + b"CRASH" + data[offset + 5:]
+
+
+async def test_a_chunk_that_crashes_the_decoder_gets_a_finding_and_the_server_carries_on(
+        server: RunningServer, admin: Api, clock: FakeClock) -> None:
+    ingest = server.services.ingest
+    assert ingest.decoder is server.services.scrubber.decoder  # one set of workers for both
+    await ingest.decoder.close()
+    ingest.decoder = Decoder(command=FAULTY)
+    try:
+        device = await admin.enroll(clock)
+        await device.announce(device.event("start"))
+        chunk = make_chunk(seed=6)
+        crashing = await device.deliver(dataclasses.replace(chunk, data=with_crashing_keyframe(chunk.data)),
+                                        direct=True)
+        assert crashing["state"] == "verified" and crashing["receipt"]  # the receipt never waits for a decode
+        assert await decode_state(admin, device.device_id, 1) == "failed"
+        good = await device.deliver(make_chunk(seed=7), direct=True)
+        assert good["state"] == "verified"
+        assert await decode_state(admin, device.device_id, 2) == "ok"
+        found = (await admin.ok("GET", f"/api/v1/findings?device_id={device.device_id}"
+                                       "&code=media.decode_failed"))["findings"]
+        assert [(f["seq"], f["evidence"]["error"]) for f in found] == [
+            (1, "first frame does not decode: the decoder process died (SIGSEGV)")]
+        [pid] = ingest.decoder.pids()
+        assert pid != os.getpid()
+        assert (await admin.ok("GET", "/healthz")) is not None
+    finally:
+        await ingest.decoder.close()

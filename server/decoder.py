@@ -82,6 +82,12 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
     return data
 
 
+def _why(exc: Exception, prefix: str) -> str:
+    """A decode's failure as its finding says it: the decoders' own ValueError text, or, for
+    anything unexpected, its type and text (the worker answers; it does not die of it)."""
+    return str(exc) if isinstance(exc, ValueError) else f"{prefix}: {type(exc).__name__}: {exc}"
+
+
 def handle(header: dict[str, Any], blobs: list[bytes]) -> dict[str, Any]:
     """One request, as a worker runs it: ``first`` (held first samples: each one's error or None),
     ``first_of`` (a stored object's first keyframe) or ``all`` (every frame of a stored object)."""
@@ -95,20 +101,20 @@ def handle(header: dict[str, Any], blobs: list[bytes]) -> dict[str, Any]:
             try:
                 media.decode_frame(frame)
                 errors.append(None)
-            except ValueError as exc:
-                errors.append(str(exc))
+            except Exception as exc:
+                errors.append(_why(exc, "first frame does not decode"))
         return {"errors": errors}
     if op == "first_of":
         try:
             media.decode_first_frame(blobs[0])
-        except ValueError as exc:
-            return {"error": str(exc)}
+        except Exception as exc:
+            return {"error": _why(exc, "first frame does not decode")}
         return {"error": None}
     if op == "all":
         try:
             return {"frames": media.decode_all_frames(blobs[0]), "error": None}
-        except ValueError as exc:
-            return {"frames": None, "error": str(exc)}
+        except Exception as exc:
+            return {"frames": None, "error": _why(exc, "decoding failed")}
     return {"refused": f"unknown op {op!r}"}
 
 
@@ -140,7 +146,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 class WorkerDied(Exception):
-    """A worker did not answer a request: it died, took too long, or answered nonsense."""
+    """A worker did not answer a request: it died, took too long, or answered nonsense.
+
+    ``blame``: what was decoded is the likely cause (a signal such as SIGSEGV, a timeout, an
+    answer no worker sends). A worker that exited with a status instead could not run at all
+    (its interpreter or FFmpeg failed to load): no chunk is to blame, and the decodes stay
+    pending (:class:`DecoderUnavailable`) rather than become findings against good footage.
+    """
+
+    def __init__(self, message: str, *, blame: bool = True) -> None:
+        super().__init__(message)
+        self.blame = blame
+
+
+class DecoderUnavailable(RuntimeError):
+    """No worker could run (see :class:`WorkerDied`); the decodes are left for a later try."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +190,25 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def _why_dead(self) -> str:
-        with contextlib.suppress(subprocess.TimeoutExpired):
+    def _died(self) -> WorkerDied:
+        """Why it did not answer (in the worker's thread, once its channel failed): reaped, pipes closed."""
+        try:
             self.proc.wait(_EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+            return WorkerDied("stopped answering")
+        finally:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                with contextlib.suppress(OSError, ValueError):
+                    if pipe is not None:
+                        pipe.close()
         code = self.proc.returncode
-        if code is None:
-            return "stopped answering"
         if code < 0:
             with contextlib.suppress(ValueError):
-                return f"died ({signal.Signals(-code).name})"
-            return f"died (signal {-code})"
-        return f"exited with status {code}"
+                return WorkerDied(f"died ({signal.Signals(-code).name})")
+            return WorkerDied(f"died (signal {-code})")
+        return WorkerDied(f"exited with status {code}", blame=False)
 
     def _roundtrip(self, request: bytes) -> dict[str, Any]:
         """Send a request and read its answer (in the worker's thread)."""
@@ -190,16 +218,16 @@ class _Worker:
             self.proc.stdin.flush()
             head = _read_exact(self.proc.stdout, _HEAD.size)
             if head is None:
-                raise WorkerDied(self._why_dead())
+                raise self._died()
             json_len, blob_len = _HEAD.unpack(head)
             if json_len > _MAX_ANSWER or blob_len:
                 self.kill()
                 raise WorkerDied("answered with a frame no worker sends")
             body = _read_exact(self.proc.stdout, json_len)
         except (BrokenPipeError, ConnectionError, ValueError):  # ValueError: its pipe closed by kill()
-            raise WorkerDied(self._why_dead()) from None
+            raise self._died() from None
         if body is None:
-            raise WorkerDied(self._why_dead())
+            raise self._died()
         try:
             answer = json.loads(body)
         except ValueError:
@@ -226,6 +254,11 @@ class _Worker:
         except asyncio.CancelledError:
             self.kill()
             raise
+
+    def abandon(self) -> None:
+        """Kill it and let its thread end once the read under way returns (after a death or a cancel)."""
+        self.kill()
+        self._io.shutdown(wait=False)
 
     def kill(self) -> None:
         """Kill it now; whoever waits on its answer sees it die."""
@@ -296,11 +329,15 @@ class Decoder:
             except WorkerDied as exc:
                 self.failures += 1
                 self._running.discard(worker)
+                worker.abandon()
                 worker = None
                 log.warning("decoder worker %s (%s; started again on the next decode)", exc, header.get("op"))
+                if not exc.blame:
+                    raise DecoderUnavailable(f"the decoder worker could not run: it {exc} (see the log)") from None
                 raise
-            except BaseException:  # cancelled mid-request: call() killed it
+            except BaseException:  # cancelled mid-request: its answer would be read as the next one's
                 self._running.discard(worker)
+                worker.abandon()
                 worker = None
                 raise
             if "refused" in answer:

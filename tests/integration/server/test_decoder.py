@@ -17,7 +17,7 @@ import pytest
 from custody.clock import FakeClock
 from server import mp4
 from server.app import RunningServer
-from server.decoder import Decoder
+from server.decoder import Decoder, DecoderUnavailable
 from server.media import FirstFrame, first_frame
 from tests.helpers.media import make_chunk, with_garbage_keyframe
 from tests.integration.server.conftest import Api
@@ -113,6 +113,29 @@ async def test_a_request_cancelled_midway_does_not_answer_the_next_one(good: Fir
         errors = await decoder.first_frames([garbage])
         assert errors[0] is not None and errors[0].startswith("first frame does not decode")
         assert pid not in decoder.pids()
+    finally:
+        await decoder.close()
+
+
+async def test_an_unexpected_exception_is_the_chunks_error_and_the_worker_lives_on(good: FirstFrame) -> None:
+    decoder = Decoder(command=FAULTY)
+    try:
+        assert await decoder.first_frames([faulty(good, b"RAISE"), good]) == [
+            "first frame does not decode: KeyError: 'boom'", None]
+        assert decoder.failures == 0 and decoder.started == 1
+    finally:
+        await decoder.close()
+
+
+async def test_a_worker_that_cannot_run_blames_no_chunk(good: FirstFrame) -> None:
+    """An interpreter or FFmpeg that fails to load is not the footage's fault: no error per
+    chunk (which would become findings), the call fails and the decodes stay pending."""
+    decoder = Decoder(command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    try:
+        with pytest.raises(DecoderUnavailable, match="exited with status 3"):
+            await decoder.first_frames([good, good])
+        with pytest.raises(DecoderUnavailable):
+            await decoder.all_frames(make_chunk(seed=8).data)
     finally:
         await decoder.close()
 

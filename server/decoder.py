@@ -44,7 +44,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.media import FirstFrame
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +349,7 @@ class Decoder:
         finally:
             self._slots.put_nowait(worker)
 
-    async def first_frames(self, frames: Sequence[Any]) -> list[str | None]:
+    async def first_frames(self, frames: Sequence[FirstFrame]) -> list[str | None]:
         """Decode held first samples (:class:`server.media.FirstFrame`): each one's error, or None
         when it decoded. A worker that dies on a group is found out by decoding each alone; the
         one it dies on alone gets the death as its error."""

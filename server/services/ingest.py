@@ -1207,8 +1207,9 @@ class IngestService:
                if row is not None and row.decode is None and row.object_key is not None]
         # The held samples decode in one request to a decoder worker: one at a time, each decode
         # waited for the event loop to start the next, which under load left the decodes far behind.
-        held_at = [i for i, (job, _) in enumerate(due) if job.frame is not None]
-        held = dict(zip(held_at, await self.decoder.first_frames([due[i][0].frame for i in held_at]), strict=True))
+        frames = [(i, job.frame) for i, (job, _) in enumerate(due) if job.frame is not None]
+        errors = await self.decoder.first_frames([frame for _, frame in frames])
+        held = {i: error for (i, _), error in zip(frames, errors, strict=True)}
         results: list[tuple[str, int, str, str | None]] = []  # device, seq, object key, error
         for i, (job, row) in enumerate(due):
             error = held[i] if i in held else await self._decode_first(row.object_key)

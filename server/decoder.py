@@ -224,8 +224,7 @@ class _Worker:
                 raise self._died()
             json_len, blob_len = _HEAD.unpack(head)
             if json_len > _MAX_ANSWER or blob_len:
-                self.kill()
-                raise WorkerDied("answered with a frame no worker sends")
+                raise self._refused("answered with a frame no worker sends")
             body = _read_exact(self.proc.stdout, json_len)
         except (BrokenPipeError, ConnectionError, ValueError):  # ValueError: its pipe closed by kill()
             raise self._died() from None
@@ -234,12 +233,16 @@ class _Worker:
         try:
             answer = json.loads(body)
         except ValueError:
-            self.kill()
-            raise WorkerDied("answered with something that is not JSON") from None
+            raise self._refused("answered with something that is not JSON") from None
         if not isinstance(answer, dict):
-            self.kill()
-            raise WorkerDied("answered with something that is not a JSON object")
+            raise self._refused("answered with something that is not a JSON object")
         return answer
+
+    def _refused(self, why: str) -> WorkerDied:
+        """A worker that answered nonsense: killed and reaped, its pipes closed."""
+        self.kill()
+        self._died()
+        return WorkerDied(why)
 
     async def call(self, request: bytes, timeout_s: float) -> dict[str, Any]:
         """The worker's answer to ``request``; WorkerDied when there is none within ``timeout_s``.

@@ -150,6 +150,18 @@ async def test_an_answer_of_the_wrong_shape_is_refused(good: FirstFrame) -> None
         await decoder.close()
 
 
+async def test_an_answer_that_is_not_json_costs_the_worker(good: FirstFrame) -> None:
+    liar = ("import struct, sys, time; sys.stdin.buffer.read(8); "
+            "sys.stdout.buffer.write(struct.pack('>II', 3, 0) + b'{{{'); sys.stdout.flush(); time.sleep(60)")
+    decoder = Decoder(command=[sys.executable, "-c", liar])
+    try:
+        assert await decoder.first_frames([good]) == [
+            "first frame does not decode: the decoder process answered with something that is not JSON"]
+        assert decoder.failures == 1 and decoder.pids() == []
+    finally:
+        await decoder.close()
+
+
 async def test_close_stops_every_worker_and_refuses_later_calls(decoder: Decoder, good: FirstFrame) -> None:
     await decoder.first_frames([good])
     [pid] = decoder.pids()

@@ -220,17 +220,25 @@ def _published_file_writer(datadir: DataDir) -> Callable[[bytes], Awaitable[None
 
 
 async def _cleanup(app: web.Application) -> None:
-    await app[MQTT].stop()
-    background: list[asyncio.Task[None]] = app[TASKS]
-    await cancel_and_wait(background)
+    """Close everything the app opened, each step even when one before it failed (the database
+    last): a step that raised left the database pool and its writer connection open. The first
+    failure is raised once every step has run."""
     s = app[SERVICES]
     replication = app.get(REPLICATION)
+    background: list[asyncio.Task[None]] = app[TASKS]
+    steps: list[Callable[[], Awaitable[Any]]] = [app[MQTT].stop, lambda: cancel_and_wait(background)]
     if replication is not None:
-        await replication.close()
-    await s.live.close()
-    await s.ingest.decoder.close()
-    await s.store.close()
-    await s.db.close()
+        steps.append(replication.close)
+    steps += [s.live.close, s.ingest.decoder.close, s.store.close, s.db.close]
+    failure: BaseException | None = None
+    for step in steps:
+        try:
+            await step()
+        except Exception as exc:
+            log.exception("closing the server: a step failed")
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 async def _every(clock: Clock, seconds: float, duty: Callable[[], Awaitable[Any]]) -> None:
@@ -321,8 +329,13 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     except BaseException:
         # A start-up step refused (a rolled-back log, a database that cannot migrate): close what
         # the steps before it opened, the database pool above all, before the error goes up.
+        # aiohttp runs on_cleanup only for an app whose start-up completed, so _cleanup is called
+        # here itself (the database's writer connection was left open, found by SQLAlchemy's
+        # "non-checked-in connection" warning in the suite).
         with contextlib.suppress(Exception):
             await app.cleanup()
+        with contextlib.suppress(Exception):
+            await _cleanup(app)
         raise
     tls = ssl_context(config)
     site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)

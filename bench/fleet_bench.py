@@ -128,8 +128,9 @@ class ProcessCpu:
         f = stat_fields(pid)
         main = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         user, system = int(f[11]) / _TICK, int(f[12]) / _TICK
+        # At least 0: the tree's sum and the process's own figures are read a moment apart.
         return cls(user, system, int(main[11]) / _TICK, int(main[12]) / _TICK,
-                   tree_cpu_seconds(pid) - user - system)
+                   max(0.0, tree_cpu_seconds(pid) - user - system))
 
     def __sub__(self, other: ProcessCpu) -> ProcessCpu:
         return ProcessCpu(self.user - other.user, self.system - other.system, self.main_user - other.main_user,

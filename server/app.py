@@ -1,7 +1,8 @@
 """``create_app(config) -> web.Application`` and running it on a socket.
 
 State lives on typed ``web.AppKey``s, never in module globals; everything opened at start-up
-(database pool, store clients, background tasks) is closed in ``on_cleanup``.
+(database pool, store clients, background tasks) is closed by the same cleanup context, also when
+a start-up step fails.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,9 +149,23 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> web.Applicat
     services.log.add_publisher(app[MQTT].publish_checkpoint)
     add_routes(app, services)
     add_web_routes(app, services)
-    app.on_startup.append(_startup)
-    app.on_cleanup.append(_cleanup)
+    app.cleanup_ctx.append(_lifetime)
     return app
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Start up, serve, clean up: one cleanup context, so that a start-up step that refuses (a
+    rolled-back log, a database that cannot migrate) still closes what the steps before it opened.
+    With on_startup and on_cleanup, aiohttp runs on_cleanup only after a completed start-up: a
+    refused start left the database pool and its writer connection to the garbage collector."""
+    try:
+        await _startup(app)
+    except BaseException:
+        with contextlib.suppress(Exception):  # logged by _cleanup; the start-up's error is the one to raise
+            await _cleanup(app)
+        raise
+    yield
+    await _cleanup(app)
 
 
 async def _startup(app: web.Application) -> None:
@@ -327,15 +342,10 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     try:
         await runner.setup()
     except BaseException:
-        # A start-up step refused (a rolled-back log, a database that cannot migrate): close what
-        # the steps before it opened, the database pool above all, before the error goes up.
-        # aiohttp runs on_cleanup only for an app whose start-up completed, so _cleanup is called
-        # here itself (the database's writer connection was left open, found by SQLAlchemy's
-        # "non-checked-in connection" warning in the suite).
+        # A start-up step refused: _lifetime closed what the steps before it opened; this closes
+        # any other cleanup context that did start, before the error goes up.
         with contextlib.suppress(Exception):
             await app.cleanup()
-        with contextlib.suppress(Exception):
-            await _cleanup(app)
         raise
     tls = ssl_context(config)
     site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
